@@ -1,0 +1,80 @@
+# Slicehub build and test entry points. `make help` lists them.
+#
+# The venv is made from the system Python on purpose: a venv made from a per-user Python (pyenv in
+# root's home, mode 700) cannot be run by the Unix users that single-user servers switch to.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+BASE_PYTHON ?= /usr/bin/python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENV_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+PIP := $(PY) -m pip -q --disable-pip-version-check
+NPM_FLAGS := --no-audit --no-fund --loglevel=error
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: help venv node_modules demo test lint format bench clean
+
+help:
+	@echo "make venv          $(VENV) from $(BASE_PYTHON), with slicehub[test] installed editable"
+	@echo "make node_modules  configurable-http-proxy from package-lock.json"
+	@echo "make demo          a local hub on http://127.0.0.1:8000 (python -m spawners.cli demo)"
+	@echo "make test          ruff check + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
+	@echo "make lint          ruff check + ruff format --check"
+	@echo "make format        ruff format + ruff check --fix"
+	@echo "make bench         every bench/*.py with the venv's python (BENCH_ARGS passed to each)"
+	@echo "make clean         remove the venv, node_modules, caches and benchmark work dirs"
+
+venv: $(VENV_STAMP)
+	@:
+
+# Re-installs only when pyproject.toml is newer than the stamp; the stamp lives inside the venv,
+# so deleting the venv forces a rebuild.
+$(VENV_STAMP): pyproject.toml
+	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
+	@echo "pip install -e '.[test]' into $(VENV)"
+	@$(PIP) install -e '.[test]'
+	@touch $@
+
+node_modules: $(NODE_STAMP)
+	@:
+
+$(NODE_STAMP): package.json $(wildcard package-lock.json)
+	@if [ -f package-lock.json ]; then \
+		echo "npm ci"; npm ci $(NPM_FLAGS); \
+	else \
+		echo "npm install (no package-lock.json yet)"; npm install $(NPM_FLAGS); \
+	fi
+	@test -x node_modules/.bin/configurable-http-proxy
+	@touch $@
+
+demo: export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+demo: venv node_modules
+	$(PY) -m spawners.cli demo
+
+test: venv node_modules
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: venv node_modules
+	@shopt -s nullglob; for script in bench/*.py; do \
+		echo "== $$script"; $(PY) "$$script" $(BENCH_ARGS); \
+	done
+
+clean:
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis .bench-data build dist
+	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune \
+		-exec rm -rf {} +

@@ -1,0 +1,234 @@
+"""Spawn-to-ready latency through the REST API: Slicehub's hub config against a stock hub.
+
+Two real hubs run side by side on different ports: A (by default hub_config/jupyterhub_config.py
+with SLICEHUB_SITE=hub_config/bench-site.toml, i.e. LocalSliceSpawner) and B (JupyterHub's stock
+SimpleLocalProcessSpawner). Spawns alternate A, B, A, B, ... so that whatever else the machine does
+falls on both alike. One spawn is timed from sending `POST /users/{user}/server` to the first
+`GET /users/{user}` that says `ready: true` (polled every 50 ms); the server is then stopped
+(untimed) before the next round. Each hub first does untimed warm-up spawns.
+
+    .venv/bin/python bench/spawn_latency.py [--rounds 12] [--write]
+    .venv/bin/python bench/spawn_latency.py --a-config stock     # B against B: the noise floor
+
+The goal: median(A) / median(B) <= 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from hubprocess import CONFIGURABLE_HTTP_PROXY, HubProcess, write_stock_config  # noqa: E402
+
+# What A's POST body carries; the option names follow spawners/options.py.
+A_OPTIONS = {"slice_type": "h100.1g.10gb", "duration_hours": 1}
+A_CONFIG = REPO / "hub_config" / "jupyterhub_config.py"
+A_ENV = {"SLICEHUB_SITE": str(REPO / "hub_config" / "bench-site.toml")}
+GOAL_RATIO = 1.05
+RESULTS = REPO / "bench" / "results" / "spawn_latency.md"
+
+
+class Side:
+    """One hub under measurement and its samples."""
+
+    def __init__(self, key: str, label: str, hub: HubProcess, options: dict | None) -> None:
+        self.key = key
+        self.label = label
+        self.hub = hub
+        self.options = options
+        self.samples: list[float] = []
+
+    def spawn_once(self, user: str) -> float:
+        t0 = time.perf_counter()
+        r = self.hub.start_server(user, self.options)
+        if r.status_code not in (201, 202):
+            raise RuntimeError(
+                f"{self.key}: POST server answered {r.status_code}: {r.text}\n{self.hub.log_tail()}"
+            )
+        self.hub.wait_for_server(user, timeout=120, interval=0.05)
+        elapsed = time.perf_counter() - t0
+        self.hub.stop_server(user, timeout=60)
+        return elapsed
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--a-env wants KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def p95(samples: list[float]) -> float:
+    # linear interpolation between order statistics ("inclusive": min and max are p0 and p100)
+    return statistics.quantiles(samples, n=20, method="inclusive")[18]
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def chp_version() -> str:
+    try:
+        pkg = REPO / "node_modules" / "configurable-http-proxy" / "package.json"
+        return json.loads(pkg.read_text())["version"]
+    except (OSError, KeyError, ValueError):
+        return "unknown"
+
+
+def report(sides: list[Side], args: argparse.Namespace) -> str:
+    rows = [
+        "| spawner | n | mean (s) | p50 (s) | p95 (s) | min (s) | max (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in sides:
+        x = s.samples
+        rows.append(
+            f"| {s.key}: {s.label} | {len(x)} | {statistics.fmean(x):.2f} | "
+            f"{statistics.median(x):.2f} | {p95(x):.2f} | {min(x):.2f} | {max(x):.2f} |"
+        )
+    a, b = sides
+    ratio = statistics.median(a.samples) / statistics.median(b.samples)
+    verdict = "met" if ratio <= GOAL_RATIO else "NOT met"
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        "# Spawn-to-ready latency through the REST API",
+        "",
+        *rows,
+        "",
+        f"**Ratio of medians A/B: {ratio:.3f}** (goal ≤ {GOAL_RATIO}: {verdict})",
+        "",
+        f"- Method: both hubs running at once, spawns interleaved A, B, A, B; "
+        f"{args.rounds} timed spawns per hub after {args.warmup} untimed warm-up; "
+        "timed from sending `POST /users/{user}/server` to the first `ready: true` in "
+        "`GET /users/{user}` (polled every 50 ms); server stopped between rounds (untimed). "
+        "p95 interpolates between order statistics.",
+        f"- A options: `{json.dumps(a.options)}`; B options: `{json.dumps(b.options)}`",
+        f"- Samples A (s): {', '.join(f'{v:.2f}' for v in a.samples)}",
+        f"- Samples B (s): {', '.join(f'{v:.2f}' for v in b.samples)}",
+        f"- Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.platform()}",
+        f"- Python {platform.python_version()}, JupyterHub {metadata.version('jupyterhub')}, "
+        f"configurable-http-proxy {chp_version()}, node {node_version()}",
+        f"- Date: {now}",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def node_version() -> str:
+    node = shutil.which("node")
+    if not node:
+        return "unknown"
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+    return out.stdout.strip() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=12, help="timed spawns per hub (>= 10)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed spawns per hub first")
+    parser.add_argument(
+        "--a-config",
+        default=str(A_CONFIG),
+        help="hub config for A, or 'stock' for the stock spawner (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--a-env",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help=f"environment for hub A, repeatable (default: {A_ENV})",
+    )
+    parser.add_argument(
+        "--a-options",
+        type=json.loads,
+        default=A_OPTIONS,
+        help="JSON user options A's POST carries (default: %(default)s)",
+    )
+    parser.add_argument("--user", default="alice", help="the user spawned on both hubs")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=REPO / ".bench-data" / "spawn_latency",
+        help="emptied, then holds both hubs' files and logs (default: %(default)s)",
+    )
+    parser.add_argument("--write", action="store_true", help=f"also write {RESULTS}")
+    args = parser.parse_args(argv)
+    if args.rounds < 10:
+        parser.error("--rounds must be at least 10")
+
+    if not CONFIGURABLE_HTTP_PROXY.exists():
+        raise SystemExit(f"{CONFIGURABLE_HTTP_PROXY} is missing: run `make node_modules`")
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+
+    stock_b = write_stock_config(args.workdir / "stock_config.py", args.workdir / "stock-homes")
+    if args.a_config == "stock":
+        a_config, a_label, a_env = stock_b, "SimpleLocalProcessSpawner (stock)", {}
+    else:
+        a_config = Path(args.a_config).resolve()
+        shown = a_config.relative_to(REPO) if a_config.is_relative_to(REPO) else a_config
+        a_label = f"Slicehub ({shown})"
+        a_env = A_ENV
+    if args.a_env is not None:
+        a_env = parse_env(args.a_env)
+
+    hub_a = HubProcess(a_config, args.workdir / "hub-a", env=a_env)
+    hub_b = HubProcess(stock_b, args.workdir / "hub-b")
+    sides = [
+        Side("A", a_label, hub_a, args.a_options),
+        Side("B", "SimpleLocalProcessSpawner (stock)", hub_b, None),
+    ]
+    try:
+        for s in sides:
+            t0 = time.perf_counter()
+            s.hub.start()
+            print(f"hub {s.key} up on {s.hub.url} in {time.perf_counter() - t0:.1f} s ({s.label})")
+            s.hub.create_user(args.user)
+        for s in sides:
+            for _ in range(args.warmup):
+                print(f"warm-up {s.key}: {s.spawn_once(args.user):.2f} s")
+        for i in range(args.rounds):
+            for s in sides:
+                elapsed = s.spawn_once(args.user)
+                s.samples.append(elapsed)
+                print(f"round {i + 1:2d} {s.key}: {elapsed:.2f} s", flush=True)
+    finally:
+        for s in sides:
+            leftovers = s.hub.close()
+            if leftovers:
+                print(f"hub {s.key} left processes behind, killed: {leftovers}", file=sys.stderr)
+
+    text = report(sides, args)
+    print()
+    print(text)
+    if args.write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(text)
+        print(f"written to {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""The `slicehub` command: run the demo hub, check a site file, show the slices.
+
+    slicehub demo [--config FILE]        start the hub on the embedded default (127.0.0.1:8000)
+    slicehub check-site FILE             check a site file; say what it offers
+    slicehub slices [--site F] [--db U]  the inventory and who holds what
+
+Errors in what the operator typed or wrote go to stderr as one sentence, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from quota.money import format_money
+
+from .site import Site, SiteError, load_site
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "hub_config" / "jupyterhub_config.py"
+DEFAULT_SITE = REPO / "hub_config" / "demo-site.toml"
+
+
+def check_site_or_exit(path: Path | str) -> Site:
+    """Load a site file for the hub's config; on a problem, say it and stop the hub."""
+    try:
+        site = load_site(path)
+        # NVML or declared: make sure the inventory the hub will use can be built now
+        from .manager import resolve_inventory
+
+        resolve_inventory(site)
+        return site
+    except SiteError as e:
+        print(f"Slicehub cannot start: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _demo(args) -> int:
+    password = os.environ.get("SLICEHUB_DEMO_PASSWORD", "slicehub-demo")
+    site = check_site_or_exit(os.environ.get("SLICEHUB_SITE", DEFAULT_SITE))
+    print(
+        "\nSlicehub demo: http://127.0.0.1:8000\n"
+        f"  users:    alice, bob (researchers), staff (admin)\n"
+        f"  password: {password}\n"
+        f"  site:     {site.path} ({len(site.slice_types)} slice types)\n"
+        "  stop with Ctrl-C\n",
+        flush=True,
+    )
+    jupyterhub = Path(sys.executable).parent / "jupyterhub"
+    os.execv(str(jupyterhub), [str(jupyterhub), "-f", str(args.config)])
+    return 0  # not reached
+
+
+def _check_site(args) -> int:
+    from .allocator import Allocator
+    from .manager import request_for, resolve_inventory
+
+    site = check_site_or_exit(args.file)
+    inventory = resolve_inventory(site)
+    allocator = Allocator(inventory)
+    kind = "declared in the site file" if inventory.declared else "discovered through NVML"
+    print(f"{site.path}: OK. {len(inventory.nodes)} node(s), {len(inventory.gpus)} GPU(s), {kind}.")
+    print(f"{'slice type':<16} {'CPUs':>5} {'memory':>9} {'price/h':>11} {'capacity':>9}")
+    for st in site.slice_types.values():
+        cap = allocator.capacity(request_for(st))
+        gib = st.memory_bytes / 1024**3
+        price = format_money(st.price_cents, site.currency)
+        print(f"{st.name:<16} {st.cpus:>5} {gib:>7.0f}Gi {price:>11} {cap:>9}")
+    return 0
+
+
+def _slices(args) -> int:
+    from .manager import SliceManager
+
+    manager = SliceManager(check_site_or_exit(args.site), args.db)
+    try:
+        for av in manager.availability():
+            print(f"{av.slice_type.name:<16} {av.free:>4} free of {av.capacity}")
+        rows = manager.store.all()
+        print(f"\n{len(rows)} reservation(s)")
+        for r in rows:
+            a = r.assignment
+            tag = " (declared)" if a.declared and a.devices else ""
+            print(f"  {r.holder:<24} {a.slice_type:<14} {a.node} {','.join(a.devices)}{tag}")
+    finally:
+        manager.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="slicehub", description="Slicehub: GPU slices for JupyterHub")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="run the hub on the embedded default at 127.0.0.1:8000")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.set_defaults(run=_demo)
+    p = sub.add_parser("check-site", help="check a site file and show what it offers")
+    p.add_argument("file", type=Path)
+    p.set_defaults(run=_check_site)
+    p = sub.add_parser("slices", help="show free slices and who holds what")
+    p.add_argument("--site", type=Path, default=Path(os.environ.get("SLICEHUB_SITE", DEFAULT_SITE)))
+    p.add_argument("--db", default=f"sqlite:///{REPO / '.data' / 'slicehub.sqlite'}")
+    p.set_defaults(run=_slices)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,319 @@
+"""What every Slicehub spawner does, whatever runs the server: form, options, slice, env, state.
+
+`SliceSpawnerMixin` goes in front of a JupyterHub spawner class (LocalProcessSpawner now,
+batchspawner's SlurmSpawner later). It renders the options form, validates options from the form
+and from the REST API with the same function, reserves a slice before the server starts and
+releases it when the server stops or fails to start, and describes the slice to the server
+through its environment. Launching and stopping processes stays with the spawner it is mixed into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import jinja2
+from jupyterhub import orm
+from quota import clock
+from quota.money import format_money
+from tornado import web
+from traitlets import Integer, Unicode, default
+from traitlets.config import LoggingConfigurable
+
+from .allocator import Assignment
+from .manager import NoSliceFree, SliceManager
+from .options import OptionsError, SliceOptions, options_from_form, validate_options
+
+STATE_VERSION = 1
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def human_bytes(n: int) -> str:
+    if n <= 0:
+        return "—"
+    for unit, size in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2)):
+        if n >= size:
+            value = n / size
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} B"
+
+
+def _apply_slice_options(spawner, user_options):
+    """JupyterHub's apply_user_options hook: refuse bad options with a 400 before start."""
+    spawner.slice_options = spawner.check_options(user_options)
+
+
+class SliceSpawnerMixin(LoggingConfigurable):
+    """Mix in before a Spawner class: `class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner)`."""
+
+    site_file = Unicode(
+        os.environ.get("SLICEHUB_SITE", ""),
+        config=True,
+        help="""Path of the site file (TOML) that says what this hub offers.
+
+        Default: the SLICEHUB_SITE environment variable. Example: "/etc/slicehub/site.toml".
+        """,
+    )
+
+    database_url = Unicode(
+        "sqlite:///slicehub-slices.sqlite",
+        config=True,
+        help="""SQLAlchemy URL of the Slicehub database that holds slice reservations.
+
+        Default: an SQLite file in the hub's working directory.
+        Example: "postgresql+psycopg://slicehub@db/slicehub".
+        """,
+    )
+
+    options_form_template = Unicode(
+        "",
+        config=True,
+        help="""Path of a Jinja template that replaces Slicehub's spawn form.
+
+        Default: "" (the form shipped in spawners/templates/options_form.html.j2). The template
+        gets `rows` (one per slice type: name, description, cpus, memory, gpu_memory, price,
+        free, capacity, declared), `selected`, `declared`, `min_hours`, `max_hours`,
+        `default_hours`. It must post `slice_type` and `duration_hours`.
+        """,
+    )
+
+    reconcile_interval = Integer(
+        300,
+        config=True,
+        help="""Seconds between reconcile passes that free reservations no server holds.
+
+        Default: 300. 0 disables the periodic pass.
+        """,
+    )
+
+    reconcile_grace = Integer(
+        0,
+        config=True,
+        help="""Seconds a fresh reservation is left alone by reconcile (a spawn in progress).
+
+        Default: twice start_timeout, at least 120.
+        """,
+    )
+
+    _reconcile_task: asyncio.Task | None = None
+
+    @default("apply_user_options")
+    def _default_apply_user_options(self):
+        return _apply_slice_options
+
+    @default("options_from_form")
+    def _default_options_from_form(self):
+        return options_from_form
+
+    @default("options_form")
+    def _default_options_form(self):
+        return self._render_options_form
+
+    # -- the site and its slices -----------------------------------------------------------
+
+    @property
+    def slices(self) -> SliceManager:
+        if not self.site_file:
+            raise web.HTTPError(500, "Slicehub is not configured: no site file (SLICEHUB_SITE).")
+        manager = SliceManager.for_site(self.site_file, self.database_url)
+        self._ensure_reconcile(manager)
+        return manager
+
+    @property
+    def holder(self) -> str:
+        return f"{self.user.name}/{self.name}"
+
+    slice_options: SliceOptions | None = None
+    assignment: Assignment | None = None
+    session_end = None
+
+    def check_options(self, user_options) -> SliceOptions:
+        try:
+            return validate_options(user_options, self.slices.site)
+        except OptionsError as e:
+            raise web.HTTPError(400, str(e)) from None
+
+    async def _render_options_form(self, spawner=None):
+        manager = self.slices
+        site = manager.site
+        previous = (self.orm_spawner.user_options or {}) if self.orm_spawner else {}
+        rows = []
+        for av in manager.availability():
+            st = av.slice_type
+            rows.append(
+                {
+                    "name": st.name,
+                    "description": st.description,
+                    "cpus": st.cpus,
+                    "memory": human_bytes(st.memory_bytes),
+                    "gpu_memory": human_bytes(st.gpu_memory_bytes) if st.shape.kind != "cpu" else "—",
+                    "price": format_money(st.price_cents, site.currency),
+                    "free": av.free,
+                    "capacity": av.capacity,
+                    "declared": st.shape.kind != "cpu" and manager.inventory.declared,
+                }
+            )
+        selected = previous.get("slice_type")
+        if selected not in {r["name"] for r in rows if r["free"]}:
+            selected = next((r["name"] for r in rows if r["free"]), None)
+        limits = site.sessions
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(
+                [str(Path(self.options_form_template).parent)] if self.options_form_template
+                else [str(TEMPLATES)]
+            ),
+            autoescape=True,
+        )
+        name = Path(self.options_form_template).name if self.options_form_template else (
+            "options_form.html.j2"
+        )
+        return env.get_template(name).render(
+            rows=rows,
+            selected=selected,
+            declared=manager.inventory.declared,
+            min_hours=limits.min_minutes / 60,
+            max_hours=limits.max_minutes / 60,
+            default_hours=previous.get("duration_hours", limits.default_minutes / 60),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _progress_event(self, progress: int, message: str) -> None:
+        events = self.__dict__.setdefault("_slice_progress", [])
+        events.append({"progress": progress, "message": message})
+
+    async def reserve_slice(self) -> Assignment:
+        """Validate again (REST and reused options skip the form), then take the slice."""
+        self.__dict__["_slice_progress"] = []
+        options = self.check_options(self.user_options)
+        self.slice_options = options
+        self.session_end = clock.utcnow() + timedelta(minutes=options.duration_minutes)
+        st = options.slice_type
+        self._progress_event(10, f"Reserving a {st.name} slice")
+        try:
+            assignment = await self.slices.reserve(self.holder, st, self.session_end)
+        except NoSliceFree as e:
+            raise web.HTTPError(409, str(e)) from None
+        self.assignment = assignment
+        where = assignment.node
+        if assignment.devices:
+            where += f" ({', '.join(assignment.devices)}{', declared' if assignment.declared else ''})"
+        self._progress_event(30, f"Reserved {st.name} on {where}")
+        return assignment
+
+    async def release_slice(self) -> None:
+        self.assignment = None
+        await self.slices.release(self.holder)
+
+    def slice_env(self) -> dict[str, str]:
+        a, opts = self.assignment, self.slice_options
+        if a is None or opts is None:
+            return {}
+        st = opts.slice_type
+        return {
+            # an empty CUDA_VISIBLE_DEVICES hides every GPU: right for a CPU slice
+            "CUDA_VISIBLE_DEVICES": ",".join(a.devices),
+            "SLICEHUB_SLICE_TYPE": st.name,
+            "SLICEHUB_GPU_MEMORY_BYTES": str(st.gpu_memory_bytes),
+            "SLICEHUB_SESSION_END": clock.isoformat(self.session_end),
+            "SLICEHUB_NODE": a.node,
+            "SLICEHUB_CPUS": str(st.cpus),
+            "SLICEHUB_MEMORY_BYTES": str(st.memory_bytes),
+            "SLICEHUB_DEVICES_DECLARED": "1" if a.declared and a.devices else "0",
+        }
+
+    async def progress(self):
+        """Slicehub's own steps first, then whatever the spawner below reports."""
+        sent = 0
+        while True:
+            events = self.__dict__.get("_slice_progress", [])
+            while sent < len(events):
+                yield events[sent]
+                sent += 1
+            if not self._spawn_pending or self.ready:
+                break
+            await asyncio.sleep(0.25)
+
+    # -- state ---------------------------------------------------------------------------
+
+    def get_state(self):
+        state = super().get_state()
+        if self.assignment is not None and self.slice_options is not None:
+            state["slicehub"] = {
+                "version": STATE_VERSION,
+                "assignment": self.assignment.to_dict(),
+                "options": self.slice_options.to_user_options(),
+                "session_end": clock.isoformat(self.session_end),
+            }
+        return state
+
+    def load_state(self, state):
+        super().load_state(state)
+        saved = state.get("slicehub")
+        if not saved:
+            return
+        version = saved.get("version")
+        if version != STATE_VERSION:
+            self.log.warning("Spawner state of %s has Slicehub version %s (this hub writes %s); "
+                             "reading what it can", self.holder, version, STATE_VERSION)
+        try:
+            self.assignment = Assignment.from_dict(saved["assignment"])
+            self.slice_options = validate_options(saved["options"], self.slices.site)
+            self.session_end = datetime.fromisoformat(saved["session_end"])
+        except (KeyError, ValueError, TypeError) as e:
+            self.log.error("Could not read the Slicehub state of %s: %s", self.holder, e)
+            return
+        held = self.slices.adopt(self.holder)
+        if held is None:
+            self.log.warning("%s has no stored reservation for its running server", self.holder)
+        elif held != self.assignment:
+            self.log.warning("%s: spawner state and reservation differ; the reservation wins",
+                             self.holder)
+            self.assignment = held
+
+    def clear_state(self):
+        super().clear_state()
+        self.assignment = None
+        self.slice_options = None
+        self.session_end = None
+
+    # -- reconcile -------------------------------------------------------------------------
+
+    def _ensure_reconcile(self, manager: SliceManager) -> None:
+        cls = SliceSpawnerMixin
+        if self.reconcile_interval <= 0:
+            return
+        task = cls._reconcile_task
+        if task is not None and not task.done():
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        cls._reconcile_task = loop.create_task(self._reconcile_loop(manager))
+
+    def _live_holders(self) -> set[str]:
+        """Servers the hub records as running, plus spawns in flight in this process."""
+        db = self.user.db
+        live = set()
+        for sp in db.query(orm.Spawner).filter(orm.Spawner.server_id.isnot(None)):
+            live.add(f"{sp.user.name}/{sp.name}")
+        users = self.user.settings.get("users") or {}
+        for user in list(getattr(users, "values", dict)()):
+            for name, sp in user.spawners.items():
+                if sp.pending or sp.active:
+                    live.add(f"{user.name}/{name}")
+        return live
+
+    async def _reconcile_loop(self, manager: SliceManager) -> None:
+        grace = self.reconcile_grace or max(2 * self.start_timeout, 120)
+        while True:
+            await asyncio.sleep(self.reconcile_interval)
+            try:
+                await manager.reconcile(self._live_holders(), timedelta(seconds=grace))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("Slice reconcile pass failed; trying again next interval")
