@@ -12,11 +12,11 @@ CURRENCY_SYMBOLS = {"HKD": "HK$"}
 
 
 def parse_cents(value: str | int | Decimal) -> int:
-    """"38.00", "38", 38, Decimal("38.5") -> cents. Raises ValueError for anything else:
+    """ "38.00", "38", 38, Decimal("38.5") -> cents. Raises ValueError for anything else:
     floats (inexact), more than two decimals, negative amounts, non-numbers."""
     if isinstance(value, bool) or isinstance(value, float):
         raise ValueError(
-            f"{value!r} is a floating-point number; write money as a string such as \"38.00\""
+            f'{value!r} is a floating-point number; write money as a string such as "38.00"'
         )
     if isinstance(value, int):
         amount = Decimal(value)
@@ -27,9 +27,9 @@ def parse_cents(value: str | int | Decimal) -> int:
         try:
             amount = Decimal(text)
         except InvalidOperation:
-            raise ValueError(f"{value!r} is not an amount of money (e.g. \"38.00\")") from None
+            raise ValueError(f'{value!r} is not an amount of money (e.g. "38.00")') from None
     else:
-        raise ValueError(f"{value!r} is not an amount of money (e.g. \"38.00\")")
+        raise ValueError(f'{value!r} is not an amount of money (e.g. "38.00")')
     if not amount.is_finite():
         raise ValueError(f"{value!r} is not a finite amount")
     if amount < 0:

@@ -68,8 +68,10 @@ class Assignment:
         keys: set[str] = {f"cpu:{self.node}:{c}" for c in self.cpu_ids}
         for gpu in self.gpus:
             if self.placement is not None:
-                slots = gpu_model_for_assignment(self).profile(self.placement.profile).slots(
-                    self.placement.start
+                slots = (
+                    gpu_model_for_assignment(self)
+                    .profile(self.placement.profile)
+                    .slots(self.placement.start)
                 )
             else:
                 slots = range(MEMORY_SLOTS)
@@ -114,7 +116,9 @@ def _fits(layout_key: tuple, state: frozenset[Placement]) -> tuple[tuple[str, in
     model = gpu_model(model_name)
     if mode == inv.MIG_STATIC:
         free = [p for p in layout_key[2] if p not in state]
-        return tuple((prof.name, sum(p.profile == prof.name for p in free)) for prof in model.profiles)
+        return tuple(
+            (prof.name, sum(p.profile == prof.name for p in free)) for prof in model.profiles
+        )
     fits = maximal_fits(model_name, state)
     return tuple((prof.name, fits[prof.name]) for prof in model.profiles)
 
@@ -250,7 +254,9 @@ class Allocator:
             free = [
                 g
                 for g in node.node.gpus
-                if g.model == shape.model and g.mig == inv.MIG_NONE and g.uuid not in self._whole_held
+                if g.model == shape.model
+                and g.mig == inv.MIG_NONE
+                and g.uuid not in self._whole_held
             ]
             if len(free) < shape.count or not node.can_take(req):
                 continue
@@ -381,7 +387,9 @@ class Allocator:
             gpus = [g for g in node.gpus if g.model == shape.model]
             if shape.kind == "gpu":
                 free = sum(
-                    1 for g in gpus if g.mig == inv.MIG_NONE and not (held and g.uuid in self._whole_held)
+                    1
+                    for g in gpus
+                    if g.mig == inv.MIG_NONE and not (held and g.uuid in self._whole_held)
                 )
                 by_gpu = free // shape.count
             else:
@@ -417,9 +425,13 @@ class FirstFitAllocator(Allocator):
                     continue
                 state = self._mig_state[gpu.uuid]
                 if gpu.mig == inv.MIG_STATIC:
-                    positions = [i.placement for i in gpu.instances if i.placement.profile == shape.profile]
+                    positions = [
+                        i.placement for i in gpu.instances if i.placement.profile == shape.profile
+                    ]
                 else:
-                    positions = [Placement(s, shape.profile) for s in model.profile(shape.profile).starts]
+                    positions = [
+                        Placement(s, shape.profile) for s in model.profile(shape.profile).starts
+                    ]
                 for p in positions:
                     if p not in state and layout_is_valid(model, (*state, p)):
                         return self._assignment(req, node, (gpu,), p)
@@ -431,7 +443,9 @@ class FirstFitAllocator(Allocator):
             free = [
                 g
                 for g in node.node.gpus
-                if g.model == shape.model and g.mig == inv.MIG_NONE and g.uuid not in self._whole_held
+                if g.model == shape.model
+                and g.mig == inv.MIG_NONE
+                and g.uuid not in self._whole_held
             ]
             if len(free) >= shape.count and node.can_take(req):
                 return self._assignment(req, node, tuple(free[: shape.count]), None)

@@ -179,10 +179,15 @@ def parse_slice_type(name: str) -> SliceShape:
             return SliceShape(name, "mig", model.name, profile)
         if name.startswith(prefix + "x"):
             digits = name[len(prefix) + 1 :]
-            if digits.isdigit() and digits == str(int(digits)) and 1 <= int(digits) <= MAX_WHOLE_GPUS:
+            if (
+                digits.isdigit()
+                and digits == str(int(digits))
+                and 1 <= int(digits) <= MAX_WHOLE_GPUS
+            ):
                 return SliceShape(name, "gpu", model.name, count=int(digits))
             raise ValueError(
-                f"{name!r}: a whole-GPU slice type is {prefix}x<N> with N from 1 to {MAX_WHOLE_GPUS}"
+                f"{name!r}: a whole-GPU slice type is {prefix}x<N>, "
+                f"N from 1 to {MAX_WHOLE_GPUS}"
             )
     raise ValueError(
         f"{name!r} is not a slice type name: use 'cpu', '<model>.<mig profile>' "
@@ -290,5 +295,7 @@ def placements_that_fit(model_name: str, existing: frozenset[Placement], profile
     """The positions where one more `profile` instance may go next to `existing`."""
     model = gpu_model(model_name)
     return tuple(
-        p for p in candidate_placements(model_name, profile) if layout_is_valid(model, (*existing, p))
+        p
+        for p in candidate_placements(model_name, profile)
+        if layout_is_valid(model, (*existing, p))
     )

@@ -90,7 +90,9 @@ def _slices(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="slicehub", description="Slicehub: GPU slices for JupyterHub")
+    parser = argparse.ArgumentParser(
+        prog="slicehub", description="Slicehub: GPU slices for JupyterHub"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run the hub on the embedded default at 127.0.0.1:8000")
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)

@@ -82,15 +82,23 @@ class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner):
         self.mem_limit = st.memory_bytes
         self.cpu_limit = float(st.cpus)
         try:
-            self._cgroup = limits.memory_cgroup(f"{self.user.name}-{self.name or 'default'}",
-                                                st.memory_bytes)
+            self._cgroup = limits.memory_cgroup(
+                f"{self.user.name}-{self.name or 'default'}", st.memory_bytes
+            )
             if self._cgroup is None:
-                self.log.info("No memory cgroup for %s: this machine does not let the hub create "
-                              "one; MEM_LIMIT is still set for the server", self.holder)
+                self.log.info(
+                    "No memory cgroup for %s: this machine does not let the hub create "
+                    "one; MEM_LIMIT is still set for the server",
+                    self.holder,
+                )
             real = os.sched_getaffinity(0)
             if assignment.cpu_ids and not set(assignment.cpu_ids) <= real:
-                self.log.info("%s: declared CPUs %s folded onto this machine's %d CPUs",
-                              self.holder, list(assignment.cpu_ids), len(real))
+                self.log.info(
+                    "%s: declared CPUs %s folded onto this machine's %d CPUs",
+                    self.holder,
+                    list(assignment.cpu_ids),
+                    len(real),
+                )
             self._progress_event(50, "Starting the notebook server on its slice")
             return await super().start()
         except BaseException:

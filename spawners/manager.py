@@ -53,16 +53,23 @@ def resolve_inventory(site: Site, discover=nvml.discover) -> Inventory:
     found: Node | None = discover(node_name)
     if found is None or not found.gpus:
         if site.inventory_source == "nvml":
-            raise SiteError(site.path, "site.inventory", "is nvml but NVML found no usable GPU",
-                            'use inventory = "auto" or "declared" on machines without GPUs')
+            raise SiteError(
+                site.path,
+                "site.inventory",
+                "is nvml but NVML found no usable GPU",
+                'use inventory = "auto" or "declared" on machines without GPUs',
+            )
         log.info("No GPU found through NVML; using the devices declared in %s", site.path)
         return site.inventory()
     inventory = Inventory((found,))
     for name, st in site.slice_types.items():
         if not can_ever_run(st.shape, inventory.nodes):
-            raise SiteError(site.path, f'slice_types."{name}"',
-                            "the GPUs NVML found cannot provide it",
-                            "remove it, or change the GPUs' MIG layout")
+            raise SiteError(
+                site.path,
+                f'slice_types."{name}"',
+                "the GPUs NVML found cannot provide it",
+                "remove it, or change the GPUs' MIG layout",
+            )
     return inventory
 
 
@@ -85,7 +92,9 @@ class SliceManager:
                 log.error(
                     "Stored reservation of %s (%s) does not match the inventory any more (%s); "
                     "it stays in the database until its server stops",
-                    stored.holder, stored.assignment.slice_type, e,
+                    stored.holder,
+                    stored.assignment.slice_type,
+                    e,
                 )
 
     @classmethod
@@ -115,12 +124,16 @@ class SliceManager:
         out = []
         for st in self.site.slice_types.values():
             req = request_for(st)
-            out.append(Availability(st, self.allocator.free_count(req), self.allocator.capacity(req)))
+            out.append(
+                Availability(st, self.allocator.free_count(req), self.allocator.capacity(req))
+            )
         return out
 
     # -- holding -------------------------------------------------------------------------
 
-    async def reserve(self, holder: str, slice_type: SliceType, session_end: datetime) -> Assignment:
+    async def reserve(
+        self, holder: str, slice_type: SliceType, session_end: datetime
+    ) -> Assignment:
         """Take a slice for `holder` (decided and held before the first await)."""
         existing = self.allocator.held_by(holder)
         if existing is not None:
@@ -139,8 +152,13 @@ class SliceManager:
             self.allocator.release(holder)
             self._created.pop(holder, None)
             raise
-        log.info("Reserved %s for %s on %s: %s", slice_type.name, holder, assignment.node,
-                 ",".join(assignment.devices) or "no GPU")
+        log.info(
+            "Reserved %s for %s on %s: %s",
+            slice_type.name,
+            holder,
+            assignment.node,
+            ",".join(assignment.devices) or "no GPU",
+        )
         return assignment
 
     def _why_none(self, st: SliceType, req: SliceRequest) -> str:
@@ -170,10 +188,11 @@ class SliceManager:
         (a spawn may be between reserving and the hub recording it). Returns the holders freed."""
         live = set(live_holders)
         cutoff = clock.utcnow() - grace
-        orphans = [
-            h for h in list(self.allocator.holders)
-            if h not in live and self._created.get(h, cutoff) <= cutoff
-        ]
+        stored = await self._in_db(self.store.all)
+        created = {r.holder: r.created_at for r in stored} | self._created
+        # the database's rows count too: one that could not be re-held at start-up is an orphan
+        holders = set(self.allocator.holders) | set(created)
+        orphans = sorted(h for h in holders if h not in live and created.get(h, cutoff) <= cutoff)
         for holder in orphans:
             log.warning("Reconcile: no live server holds the slice of %s; releasing it", holder)
             await self.release(holder)

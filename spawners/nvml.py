@@ -1,27 +1,21 @@
 """NVML discovery: the GPUs, MIG modes and MIG instances this node really has.
 
-`discover()` asks NVML (read-only) and returns an `inventory.Node` with `declared=False`, or None
-when NVML cannot be initialised (no driver, no library: a laptop, CI, a login node); the caller
-then uses the site file's declared inventory.
+`discover()` asks NVML, read-only, and returns an `inventory.Node` with `declared=False`, or None
+when NVML cannot be initialised (no driver or library: a laptop, CI, a login node), in which case
+the caller uses the site file's declared inventory. Two steps keep the deciding part pure:
+`snapshot()` reads NVML into plain JSON-able data (a refusal kept as `{"error": "NVML_ERROR_..."}`)
+and `node_from_snapshot()` turns that into a Node. `record()` writes the snapshot to a file, the
+format the test fixtures replay (`python -m spawners.nvml record out.json`; `... show` prints
+what discovery finds here).
 
-It works in two steps so that the part that decides is pure and tested on canned data:
-`snapshot()` reads everything from NVML into plain JSON-able data (an NVML refusal is kept as
-`{"error": "NVML_ERROR_..."}`), and `node_from_snapshot()` turns that into a Node. `record()`
-writes the same snapshot to a file, which is what the test fixtures replay:
+Decides: which GPUs are usable, each one's catalogue model, MIG_NONE or MIG_STATIC, and for a MIG
+GPU each GPU instance's placement, profile, MIG device UUID and memory. A GPU it cannot account
+for exactly (unknown model or profile, a layout NVIDIA's placement table forbids, two compute
+instances in one GPU instance, a read NVML refuses) is left out with a warning saying why.
 
-    python -m spawners.nvml record out.json    # on a GPU machine, to make a fixture
-    python -m spawners.nvml show               # print what discovery finds here
-
-What it decides: which GPUs are usable, each GPU's catalogue model, MIG_NONE or MIG_STATIC, and
-for a MIG GPU each existing GPU instance's placement, profile, MIG device UUID and memory. A GPU
-it cannot account for exactly (unknown model, unknown profile, a layout NVIDIA's placement table
-does not allow, more than one compute instance in a GPU instance, a read NVML refuses) is left
-out with a warning that says why; it never guesses.
-
-What it does not decide: whether a site carves MIG on demand (MIG_DYNAMIC is a site setting,
-never discovered), prices, who holds what. It never changes GPU state: no MIG mode, no instance
-creation or destruction, no clocks. GPU instances without a compute instance have no MIG device
-and are not seen. NVML ignores CUDA_VISIBLE_DEVICES: this is the whole node.
+Does not decide: MIG_DYNAMIC (a site setting, never discovered), prices, who holds what. It never
+changes GPU state (MIG mode, instances, clocks). GPU instances without a compute instance have no
+MIG device and are not seen. NVML ignores CUDA_VISIBLE_DEVICES: this is the whole node.
 """
 
 from __future__ import annotations
@@ -78,7 +72,7 @@ def _read(fn):
 def snapshot(nvml=None) -> dict:
     """Everything discovery reads from NVML, as plain data. Raises nothing for an NVML refusal
     except from nvmlDeviceGetCount (a driver that answers init but not that is broken)."""
-    nvml = nvml or pynvml
+    nvml = pynvml if nvml is None else nvml
     try:
         nvml.nvmlInit()
     except pynvml.NVMLError as exc:
@@ -107,13 +101,8 @@ def _read_device(nvml, index: int) -> dict:
     dev["mig_devices"] = (
         [] if _is_error(count) else [_read_mig_device(nvml, handle, i) for i in range(count)]
     )
-    ids = sorted(
-        {
-            m["gpu_instance_id"]
-            for m in dev["mig_devices"]
-            if not _is_error(m) and not _is_error(m["gpu_instance_id"])
-        }
-    )
+    found = [m["gpu_instance_id"] for m in dev["mig_devices"] if not _is_error(m)]
+    ids = sorted({i for i in found if not _is_error(i)})
     dev["gpu_instances"] = {str(i): _read(lambda i=i: _gpu_instance(nvml, handle, i)) for i in ids}
     dev["profile_info_version"], dev["gpu_instance_profiles"] = _read_profiles(nvml, handle)
     return dev
@@ -233,8 +222,9 @@ def _gpu(node_name: str, index: int, dev: dict) -> inventory.Gpu:
 
 
 def _instances(model: catalogue.GpuModel, dev: dict) -> tuple[inventory.MigInstance, ...]:
+    _value(dev["max_mig_devices"], "its number of MIG device slots")
     by_gi: dict[int, dict] = {}
-    for slot, mig in enumerate(_value(dev["mig_devices"], "its MIG devices")):
+    for slot, mig in enumerate(dev["mig_devices"]):
         if _is_error(mig, "NVML_ERROR_NOT_FOUND"):
             continue  # an empty MIG device slot
         _value(mig, f"MIG device {slot}")
@@ -327,7 +317,7 @@ def record(path, nvml=None) -> dict:
     snap = snapshot(nvml)
     snap["host"] = {"cpu_ids": list(_host_cpu_ids()), "memory_total": _host_memory_bytes()}
     when = datetime.now(UTC).strftime("%Y-%m-%d")
-    snap["note"] = f"Recorded on hardware by `python -m spawners.nvml record` on {when}."
+    snap["note"] = f"Recorded by `python -m spawners.nvml record` on {when}."
     with open(path, "w") as f:
         json.dump(snap, f, indent=2)
         f.write("\n")

@@ -16,6 +16,7 @@ from typing import Any
 from .site import Site, SliceType
 
 ALLOWED_KEYS = ("slice_type", "duration_hours")
+FORM_ONLY_KEYS = ("_xsrf",)  # JupyterHub's spawn page adds its CSRF token to the form data
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
 
 
@@ -40,8 +41,10 @@ def _show(value: Any) -> str:
 
 def validate_options(raw: Any, site: Site) -> SliceOptions:
     if not isinstance(raw, dict):
-        raise OptionsError("Options must be a JSON object such as "
-                           '{"slice_type": "h100.1g.10gb", "duration_hours": 2}.')
+        raise OptionsError(
+            "Options must be a JSON object such as "
+            '{"slice_type": "h100.1g.10gb", "duration_hours": 2}.'
+        )
     unknown = sorted(str(k) for k in raw if k not in ALLOWED_KEYS)
     if unknown:
         raise OptionsError(
@@ -81,6 +84,8 @@ def options_from_form(formdata: dict[str, list[str]]) -> dict[str, Any]:
     """
     out: dict[str, Any] = {}
     for key, values in formdata.items():
+        if key in FORM_ONLY_KEYS:
+            continue
         value = values[0] if isinstance(values, list) and len(values) == 1 else values
         if key == "duration_hours" and isinstance(value, str):
             try:

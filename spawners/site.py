@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from jupyterhub.traitlets import ByteSpecification
-from quota.money import parse_cents
 from traitlets import TraitError
+
+from quota.money import parse_cents
 
 from . import inventory as inv
 from .catalogue import SliceShape, gpu_model, parse_slice_type, solve_layout
@@ -88,7 +89,9 @@ def _bytes(path, key, value) -> int:
 
 def _int(path, key, value, minimum: int = 0, maximum: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise SiteError(path, key, f"{value!r} is not a whole number", f"write a number ≥ {minimum}")
+        raise SiteError(
+            path, key, f"{value!r} is not a whole number", f"write a number ≥ {minimum}"
+        )
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"from {minimum} to {maximum}" if maximum is not None else f"≥ {minimum}"
         raise SiteError(path, key, f"{value} is out of range", f"write a number {bound}")
@@ -125,9 +128,13 @@ def load_site(path: Path | str) -> Site:
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise SiteError(path, "(file)", "does not exist", "point SLICEHUB_SITE at a site file") from None
+        raise SiteError(
+            path, "(file)", "does not exist", "point SLICEHUB_SITE at a site file"
+        ) from None
     except tomllib.TOMLDecodeError as e:
-        raise SiteError(path, "(syntax)", f"is not valid TOML ({e})", "correct the syntax") from None
+        raise SiteError(
+            path, "(syntax)", f"is not valid TOML ({e})", "correct the syntax"
+        ) from None
     return parse_site(raw, path)
 
 
@@ -160,14 +167,26 @@ def _sessions(path, table) -> SessionLimits:
     elif isinstance(default, int) and not isinstance(default, bool):
         default = default * 60
     else:
-        raise SiteError(path, "sessions.default_hours", f"{default!r} is not a number of hours",
-                        "write e.g. default_hours = 2")
+        raise SiteError(
+            path,
+            "sessions.default_hours",
+            f"{default!r} is not a number of hours",
+            "write e.g. default_hours = 2",
+        )
     if not lo <= hi:
-        raise SiteError(path, "sessions.min_minutes", "is longer than sessions.max_hours",
-                        "make the minimum shorter than the maximum")
+        raise SiteError(
+            path,
+            "sessions.min_minutes",
+            "is longer than sessions.max_hours",
+            "make the minimum shorter than the maximum",
+        )
     if not lo <= default <= hi:
-        raise SiteError(path, "sessions.default_hours", "is outside min_minutes..max_hours",
-                        "pick a default inside the allowed range")
+        raise SiteError(
+            path,
+            "sessions.default_hours",
+            "is outside min_minutes..max_hours",
+            "pick a default inside the allowed range",
+        )
     return SessionLimits(lo, hi, default)
 
 
@@ -182,23 +201,33 @@ def _nodes(path, raw_nodes, site_name) -> tuple[inv.Node, ...]:
         _no_unknown(path, key, node, {"name", "cpus", "memory", "gpus"})
         name = node.get("name")
         if not isinstance(name, str) or not name or not name.replace("-", "").isalnum():
-            raise SiteError(path, f"{key}.name", f"{name!r} is not a node name",
-                            'use letters, digits and "-", e.g. "gpu-node-01"')
+            raise SiteError(
+                path,
+                f"{key}.name",
+                f"{name!r} is not a node name",
+                'use letters, digits and "-", e.g. "gpu-node-01"',
+            )
         if name in seen:
-            raise SiteError(path, f"{key}.name", f"{name!r} appears twice", "give each node its own name")
+            raise SiteError(
+                path, f"{key}.name", f"{name!r} appears twice", "give each node its own name"
+            )
         seen.add(name)
         cpus = _int(path, f"{key}.cpus", node.get("cpus"), 1, 4096)
         memory = _bytes(path, f"{key}.memory", node.get("memory"))
         gpus = node.get("gpus", [])
         if not isinstance(gpus, list):
-            raise SiteError(path, f"{key}.gpus", "must be an array of tables", "write [[nodes.gpus]]")
+            raise SiteError(
+                path, f"{key}.gpus", "must be an array of tables", "write [[nodes.gpus]]"
+            )
         nodes.append(
             inv.Node(
                 name=name,
                 cpus=cpus,
                 memory_bytes=memory,
-                gpus=tuple(_gpu(path, f"{key}.gpus[{j}]", g, site_name, name, j)
-                           for j, g in enumerate(gpus)),
+                gpus=tuple(
+                    _gpu(path, f"{key}.gpus[{j}]", g, site_name, name, j)
+                    for j, g in enumerate(gpus)
+                ),
                 declared=True,
             )
         )
@@ -211,34 +240,47 @@ def _gpu(path, key, raw, site_name, node, index) -> inv.Gpu:
     try:
         model = gpu_model(raw.get("model"))
     except KeyError as e:
-        raise SiteError(path, f"{key}.model", str(e.args[0]), "use one of the known models") from None
+        raise SiteError(
+            path, f"{key}.model", str(e.args[0]), "use one of the known models"
+        ) from None
     mig = raw.get("mig", False)
     if mig is False:
         return inv.declared_gpu(site_name, node, index, model.name, inv.MIG_NONE)
     if mig == "dynamic":
         return inv.declared_gpu(site_name, node, index, model.name, inv.MIG_DYNAMIC)
     if not isinstance(mig, list) or not mig or not all(isinstance(p, str) for p in mig):
-        raise SiteError(path, f"{key}.mig", f"{mig!r} is not a MIG layout",
-                        'write a list of profiles such as ["4g.40gb", "3g.40gb"], '
-                        '"dynamic", or leave it out for a whole GPU')
+        raise SiteError(
+            path,
+            f"{key}.mig",
+            f"{mig!r} is not a MIG layout",
+            'write a list of profiles such as ["4g.40gb", "3g.40gb"], '
+            '"dynamic", or leave it out for a whole GPU',
+        )
     for profile in mig:
         if not model.has_profile(profile):
             known = ", ".join(p.name for p in model.profiles)
-            raise SiteError(path, f"{key}.mig", f"{profile!r} is not a MIG profile of the {model.name}",
-                            f"use its profiles: {known}")
+            raise SiteError(
+                path,
+                f"{key}.mig",
+                f"{profile!r} is not a MIG profile of the {model.name}",
+                f"use its profiles: {known}",
+            )
     layout = solve_layout(model, mig)
     if layout is None:
-        raise SiteError(path, f"{key}.mig",
-                        f"a {model.name} cannot hold {' + '.join(mig)} at once "
-                        "(NVIDIA's MIG placement table)",
-                        "choose profiles that fit together, e.g. 4g + 3g, or 3g + 2g + 1g + 1g")
+        raise SiteError(
+            path,
+            f"{key}.mig",
+            f"a {model.name} cannot hold {' + '.join(mig)} at once (NVIDIA's MIG placement table)",
+            "choose profiles that fit together, e.g. 4g + 3g, or 3g + 2g + 1g + 1g",
+        )
     return inv.declared_gpu(site_name, node, index, model.name, inv.MIG_STATIC, layout)
 
 
 def _slice_types(path, table) -> dict[str, SliceType]:
     if not table:
-        raise SiteError(path, "slice_types", "offers nothing",
-                        'add at least one [slice_types."<name>"] table')
+        raise SiteError(
+            path, "slice_types", "offers nothing", 'add at least one [slice_types."<name>"] table'
+        )
     out = {}
     for name, spec in table.items():
         key = f'slice_types."{name}"'
@@ -250,13 +292,21 @@ def _slice_types(path, table) -> dict[str, SliceType]:
         _no_unknown(path, key, spec, {"cpus", "memory", "price_per_hour", "description"})
         for required in ("cpus", "memory", "price_per_hour"):
             if required not in spec:
-                raise SiteError(path, f"{key}.{required}", "is missing",
-                                f"every offered slice type needs {required}")
+                raise SiteError(
+                    path,
+                    f"{key}.{required}",
+                    "is missing",
+                    f"every offered slice type needs {required}",
+                )
         try:
             price = parse_cents(spec["price_per_hour"])
         except ValueError as e:
-            raise SiteError(path, f"{key}.price_per_hour", str(e),
-                            'write the HK$ list price per hour as a string, e.g. "38.00"') from None
+            raise SiteError(
+                path,
+                f"{key}.price_per_hour",
+                str(e),
+                'write the HK$ list price per hour as a string, e.g. "38.00"',
+            ) from None
         out[name] = SliceType(
             name=name,
             shape=shape,
@@ -276,11 +326,19 @@ def _check_offer_can_run(path, nodes, slice_types, source) -> None:
         key = f'slice_types."{name}"'
         fits_node = [n for n in nodes if n.cpus >= st.cpus and n.memory_bytes >= st.memory_bytes]
         if not fits_node:
-            raise SiteError(path, key, f"needs {st.cpus} CPUs and {st.memory_bytes} bytes, "
-                            "more than any node has", "lower cpus/memory or add a bigger node")
+            raise SiteError(
+                path,
+                key,
+                f"needs {st.cpus} CPUs and {st.memory_bytes} bytes, more than any node has",
+                "lower cpus/memory or add a bigger node",
+            )
         if not can_ever_run(st.shape, fits_node):
-            raise SiteError(path, key, "no node in this site has hardware for it",
-                            "remove it from slice_types or declare a GPU that provides it")
+            raise SiteError(
+                path,
+                key,
+                "no node in this site has hardware for it",
+                "remove it from slice_types or declare a GPU that provides it",
+            )
 
 
 def can_ever_run(shape: SliceShape, nodes) -> bool:

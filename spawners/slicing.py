@@ -16,11 +16,12 @@ from pathlib import Path
 
 import jinja2
 from jupyterhub import orm
-from quota import clock
-from quota.money import format_money
 from tornado import web
 from traitlets import Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
+
+from quota import clock
+from quota.money import format_money
 
 from .allocator import Assignment
 from .manager import NoSliceFree, SliceManager
@@ -46,7 +47,10 @@ def _apply_slice_options(spawner, user_options):
 
 
 class SliceSpawnerMixin(LoggingConfigurable):
-    """Mix in before a Spawner class: `class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner)`."""
+    """Mix in before a Spawner class:
+
+    class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner): ...
+    """
 
     site_file = Unicode(
         os.environ.get("SLICEHUB_SITE", ""),
@@ -148,7 +152,9 @@ class SliceSpawnerMixin(LoggingConfigurable):
                     "description": st.description,
                     "cpus": st.cpus,
                     "memory": human_bytes(st.memory_bytes),
-                    "gpu_memory": human_bytes(st.gpu_memory_bytes) if st.shape.kind != "cpu" else "—",
+                    "gpu_memory": human_bytes(st.gpu_memory_bytes)
+                    if st.shape.kind != "cpu"
+                    else "—",
                     "price": format_money(st.price_cents, site.currency),
                     "free": av.free,
                     "capacity": av.capacity,
@@ -161,13 +167,16 @@ class SliceSpawnerMixin(LoggingConfigurable):
         limits = site.sessions
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(
-                [str(Path(self.options_form_template).parent)] if self.options_form_template
+                [str(Path(self.options_form_template).parent)]
+                if self.options_form_template
                 else [str(TEMPLATES)]
             ),
             autoescape=True,
         )
-        name = Path(self.options_form_template).name if self.options_form_template else (
-            "options_form.html.j2"
+        name = (
+            Path(self.options_form_template).name
+            if self.options_form_template
+            else ("options_form.html.j2")
         )
         return env.get_template(name).render(
             rows=rows,
@@ -199,7 +208,9 @@ class SliceSpawnerMixin(LoggingConfigurable):
         self.assignment = assignment
         where = assignment.node
         if assignment.devices:
-            where += f" ({', '.join(assignment.devices)}{', declared' if assignment.declared else ''})"
+            where += (
+                f" ({', '.join(assignment.devices)}{', declared' if assignment.declared else ''})"
+            )
         self._progress_event(30, f"Reserved {st.name} on {where}")
         return assignment
 
@@ -256,8 +267,13 @@ class SliceSpawnerMixin(LoggingConfigurable):
             return
         version = saved.get("version")
         if version != STATE_VERSION:
-            self.log.warning("Spawner state of %s has Slicehub version %s (this hub writes %s); "
-                             "reading what it can", self.holder, version, STATE_VERSION)
+            self.log.warning(
+                "Spawner state of %s has Slicehub version %s (this hub writes %s); "
+                "reading what it can",
+                self.holder,
+                version,
+                STATE_VERSION,
+            )
         try:
             self.assignment = Assignment.from_dict(saved["assignment"])
             self.slice_options = validate_options(saved["options"], self.slices.site)
@@ -269,8 +285,9 @@ class SliceSpawnerMixin(LoggingConfigurable):
         if held is None:
             self.log.warning("%s has no stored reservation for its running server", self.holder)
         elif held != self.assignment:
-            self.log.warning("%s: spawner state and reservation differ; the reservation wins",
-                             self.holder)
+            self.log.warning(
+                "%s: spawner state and reservation differ; the reservation wins", self.holder
+            )
             self.assignment = held
 
     def clear_state(self):

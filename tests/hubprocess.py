@@ -395,6 +395,29 @@ with open({str(w / SETTINGS_NAME)!r}, "w") as _f:
         kw.setdefault("timeout", 30)
         return self._session.get(f"{self.url}/{url_path.lstrip('/')}", **kw)
 
+    def login(self, username: str, password: str, next_url: str = "/hub/home") -> requests.Session:
+        """A browser-like session logged in through the hub's login form.
+
+        JupyterHub checks XSRF on the form: the `_xsrf` cookie from `GET /hub/login` has to come
+        back as a form field, or the POST gets 403. Without `next`, a login goes on to
+        `/hub/spawn`, which starts the server of a spawner that has no form; hence `next_url`.
+        """
+        session = requests.Session()
+        session.trust_env = False
+        r = session.get(f"{self.url}/hub/login", timeout=30)
+        r.raise_for_status()
+        xsrf = session.cookies.get("_xsrf", "")
+        r = session.post(
+            f"{self.url}/hub/login",
+            params={"next": next_url},
+            data={"username": username, "password": password, "_xsrf": xsrf},
+            timeout=30,
+        )
+        if r.status_code != 200 or "/hub/login" in r.url:
+            session.close()
+            raise HubError(f"login as {username} failed: {r.status_code} at {r.url}")
+        return session
+
     def create_user(self, name: str) -> None:
         """Create `name` unless the hub knows it already."""
         r = self.api("POST", f"/users/{name}")

@@ -104,3 +104,14 @@ def test_start_failure_reports_the_log(tmp_path):
     assert "no-such-spawner" in str(excinfo.value)
     assert hub.close() == []
     assert os.path.exists(hub.workdir / "hub.log")
+
+
+def test_login_through_the_form(hub_factory, tmp_path):
+    config = write_stock_config(tmp_path / "stock_config.py", tmp_path / "home")
+    hub = hub_factory(config)
+    with hub.login("carol", "any password works with DummyAuthenticator") as browser:
+        r = browser.get(f"{hub.url}/hub/home", timeout=30)
+        assert r.status_code == 200 and "/hub/login" not in r.url, r.url
+        assert "carol" in r.text
+    # logging in did not start a server (next_url keeps the browser away from /hub/spawn)
+    assert hub.server_model("carol") is None
