@@ -367,9 +367,13 @@ with open({str(w / SETTINGS_NAME)!r}, "w") as _f:
     def _proxy_process(self) -> psutil.Process | None:
         try:
             pid = int((self.workdir / PROXY_PID_NAME).read_text().strip())
-            return psutil.Process(pid)
-        except (FileNotFoundError, ValueError, psutil.NoSuchProcess):
-            return None
+            proxy = psutil.Process(pid)
+            # a stale pid file may name a pid that now belongs to something else
+            if "configurable-http-proxy" in " ".join(proxy.cmdline()):
+                return proxy
+        except (FileNotFoundError, ValueError, psutil.Error):
+            pass
+        return None
 
     # -- logs -----------------------------------------------------------------------------------
 

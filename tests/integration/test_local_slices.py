@@ -8,7 +8,10 @@ options are refused with 400 and hold nothing, and reconcile frees what no serve
 
 import asyncio
 import json
+import os
+import pwd
 import sqlite3
+import subprocess
 import threading
 import time
 from datetime import timedelta
@@ -224,3 +227,70 @@ def test_reconcile_frees_a_reservation_no_server_holds(hub_factory, tmp_path):
     assert hub.start_server("carol", THREE_G).status_code in (201, 202)
     hub.wait_for_server("carol")
     assert server_env(hub, "carol")["CUDA_VISIBLE_DEVICES"] == ghost.devices[0]
+
+
+def test_progress_says_what_is_happening_and_the_process_is_pinned(demo_hub):
+    hub, _data = demo_hub
+    hub.create_user("bob")
+    result = {}
+    t = threading.Thread(
+        target=lambda: result.setdefault("r", hub.start_server("bob", {"slice_type": "cpu"}))
+    )
+    t.start()
+    messages = []
+    deadline = time.monotonic() + 30
+    while not messages and time.monotonic() < deadline:
+        model = hub.server_model("bob")
+        if model and model.get("pending") == "spawn":
+            r = hub.api("GET", "/users/bob/server/progress", stream=True, timeout=60)
+            for line in r.iter_lines():
+                if line.startswith(b"data:"):
+                    event = json.loads(line[5:])
+                    messages.append(event.get("message", ""))
+                    if event.get("ready") or event.get("failed"):
+                        break
+        time.sleep(0.05)
+    t.join()
+    assert result["r"].status_code in (201, 202)
+    text = " | ".join(messages)
+    assert "Reserving a cpu slice" in text
+    assert "Reserved cpu on gpu-node-01" in text
+    assert "Starting the notebook server on its slice" in text
+    hub.wait_for_server("bob")
+    env = server_env(hub, "bob")
+    assert env["CUDA_VISIBLE_DEVICES"] == ""  # a CPU slice sees no GPU
+    assert env["SLICEHUB_GPU_MEMORY_BYTES"] == "0"
+    pid = hub.api("GET", "/users/bob").json()["servers"][""]["state"]["pid"]
+    allowed = psutil.Process(pid).cpu_affinity()
+    assert 1 <= len(allowed) <= 2  # cpu slices have 2 CPUs; pinned onto this machine's CPUs
+    hub.stop_server("bob")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating a Unix account needs root")
+def test_servers_run_as_the_users_unix_account(hub_factory, tmp_path):
+    """run_as = "unix-users": the server process belongs to the user's own account."""
+    name = "slicehub-t1"
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    site = tmp_path / "site.toml"
+    site.write_text(
+        (REPO / "hub_config" / "demo-site.toml")
+        .read_text()
+        .replace('run_as = "hub-user"', 'run_as = "unix-users"')
+    )
+    cfg = write_config(tmp_path, f"c.Authenticator.allowed_users = {{{name!r}}}\n")
+    hub = hub_factory(
+        cfg, env={"SLICEHUB_DATA_DIR": str(tmp_path / "data"), "SLICEHUB_SITE": str(site)}
+    )
+    hub.create_user(name)
+    r = hub.start_server(name, {"slice_type": "h100.1g.10gb", "duration_hours": 0.5})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server(name)
+    pid = hub.api("GET", f"/users/{name}").json()["servers"][""]["state"]["pid"]
+    proc = psutil.Process(pid)
+    assert proc.uids().real == pwd.getpwnam(name).pw_uid
+    assert proc.environ()["HOME"] == pwd.getpwnam(name).pw_dir
+    assert proc.environ()["CUDA_VISIBLE_DEVICES"].startswith("MIG-")
+    hub.stop_server(name)
