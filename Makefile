@@ -70,9 +70,10 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 bench: venv node_modules
-	@shopt -s nullglob; for script in bench/*.py; do \
-		echo "== $$script"; $(PY) "$$script" $(BENCH_ARGS); \
-	done
+	@shopt -s nullglob; failed=""; for script in bench/*.py; do \
+		echo "== $$script"; $(PY) "$$script" $(BENCH_ARGS) || failed="$$failed $$script"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis .bench-data build dist

@@ -1,7 +1,7 @@
 """Spawn-to-ready latency through the REST API: Slicehub's hub config against a stock hub.
 
 Two real hubs run side by side on different ports: A (by default hub_config/jupyterhub_config.py
-with SLICEHUB_SITE=hub_config/bench-site.toml, i.e. LocalSliceSpawner) and B (JupyterHub's stock
+with SLICEHUB_SITE=hub_config/demo-site.toml, i.e. LocalSliceSpawner) and B (JupyterHub's stock
 SimpleLocalProcessSpawner). Spawns alternate A, B, A, B, ... so that whatever else the machine does
 falls on both alike. One spawn is timed from sending `POST /users/{user}/server` to the first
 `GET /users/{user}` that says `ready: true` (polled every 50 ms); the server is then stopped
@@ -20,6 +20,8 @@ import datetime as dt
 import json
 import os
 import platform
+import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -36,9 +38,30 @@ from hubprocess import CONFIGURABLE_HTTP_PROXY, HubProcess, write_stock_config  
 # What A's POST body carries; the option names follow spawners/options.py.
 A_OPTIONS = {"slice_type": "h100.1g.10gb", "duration_hours": 1}
 A_CONFIG = REPO / "hub_config" / "jupyterhub_config.py"
-A_ENV = {"SLICEHUB_SITE": str(REPO / "hub_config" / "bench-site.toml")}
+A_ENV = {"SLICEHUB_SITE": str(REPO / "hub_config" / "demo-site.toml")}
 GOAL_RATIO = 1.05
 RESULTS = REPO / "bench" / "results" / "spawn_latency.md"
+
+
+# Hub log lines that bracket the spawner's own work before the server process exists:
+# User.spawn logs the first, LocalProcessSpawner.start the second right before Popen.
+_LOG_TIME = re.compile(r"^\[\w (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}) ")
+_SPAWN_BEGINS = "Creating oauth client jupyterhub-user-"
+_PROCESS_LAUNCHED = "] Spawning "
+
+
+def prelaunch_ms(log: str, user: str) -> float | None:
+    """Milliseconds from the hub beginning a spawn to launching the process, from its log."""
+    begun = None
+    for line in log.splitlines():
+        m = _LOG_TIME.match(line)
+        if not m:
+            continue
+        if begun is None and f"{_SPAWN_BEGINS}{user}" in line:
+            begun = dt.datetime.fromisoformat(m.group(1))
+        elif begun is not None and _PROCESS_LAUNCHED in line:
+            return (dt.datetime.fromisoformat(m.group(1)) - begun).total_seconds() * 1000
+    return None
 
 
 class Side:
@@ -50,16 +73,21 @@ class Side:
         self.hub = hub
         self.options = options
         self.samples: list[float] = []
+        self.prelaunch: list[float] = []
 
     def spawn_once(self, user: str) -> float:
+        log_offset = len(self.hub.log_text())
         t0 = time.perf_counter()
         r = self.hub.start_server(user, self.options)
         if r.status_code not in (201, 202):
             raise RuntimeError(
                 f"{self.key}: POST server answered {r.status_code}: {r.text}\n{self.hub.log_tail()}"
             )
-        self.hub.wait_for_server(user, timeout=120, interval=0.05)
+        self.hub.wait_for_server(user, timeout=120, interval=0.05, record_processes=False)
         elapsed = time.perf_counter() - t0
+        ms = prelaunch_ms(self.hub.log_text()[log_offset:], user)
+        if ms is not None:
+            self.prelaunch.append(ms)
         self.hub.stop_server(user, timeout=60)
         return elapsed
 
@@ -70,13 +98,33 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise SystemExit(f"--a-env wants KEY=VALUE, got {pair!r}")
-        env[key] = value
+        # the hub runs in its work directory: a relative path given here means from here
+        env[key] = str(Path(value).resolve()) if value and Path(value).exists() else value
     return env
 
 
 def p95(samples: list[float]) -> float:
     # linear interpolation between order statistics ("inclusive": min and max are p0 and p100)
     return statistics.quantiles(samples, n=20, method="inclusive")[18]
+
+
+def ratio_interval(a: list[float], b: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of median(a) / median(b); fixed seed, so reruns agree."""
+    rng = random.Random(0)
+    ratios = sorted(
+        statistics.median(rng.choices(a, k=len(a))) / statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(resamples)
+    )
+    return ratios[int(0.025 * resamples)], ratios[int(0.975 * resamples) - 1]
+
+
+def _show_env(env: dict[str, str]) -> str:
+    shown = [f"`{k}={v.replace(str(REPO) + '/', '')}`" for k, v in sorted(env.items())]
+    return ", ".join(shown) or "none"
+
+
+def _median_ms(values: list[float]) -> str:
+    return f"{statistics.median(values):.0f} ms (n={len(values)})" if values else "n/a"
 
 
 def cpu_model() -> str:
@@ -110,26 +158,40 @@ def report(sides: list[Side], args: argparse.Namespace) -> str:
         )
     a, b = sides
     ratio = statistics.median(a.samples) / statistics.median(b.samples)
-    verdict = "met" if ratio <= GOAL_RATIO else "NOT met"
+    low, high = ratio_interval(a.samples, b.samples)
+    if high <= GOAL_RATIO:
+        verdict = "met"
+    elif low > GOAL_RATIO:
+        verdict = "NOT met"
+    else:
+        verdict = (
+            f"{'met' if ratio <= GOAL_RATIO else 'not met'} by the point estimate, but the "
+            "interval spans the goal: inconclusive at this noise; use more --rounds"
+        )
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Spawn-to-ready latency through the REST API",
         "",
         *rows,
         "",
-        f"**Ratio of medians A/B: {ratio:.3f}** (goal ≤ {GOAL_RATIO}: {verdict})",
+        f"**Ratio of medians A/B: {ratio:.3f}** (95% bootstrap interval {low:.2f} to {high:.2f}; "
+        f"goal ≤ {GOAL_RATIO}: {verdict})",
         "",
         f"- Method: both hubs running at once, spawns interleaved A, B, A, B; "
         f"{args.rounds} timed spawns per hub after {args.warmup} untimed warm-up; "
         "timed from sending `POST /users/{user}/server` to the first `ready: true` in "
         "`GET /users/{user}` (polled every 50 ms); server stopped between rounds (untimed). "
         "p95 interpolates between order statistics.",
+        "- Spawner work before the server process starts (hub log, `Creating oauth client` to "
+        f"`Spawning`), median: A {_median_ms(a.prelaunch)}, B {_median_ms(b.prelaunch)}",
         f"- A options: `{json.dumps(a.options)}`; B options: `{json.dumps(b.options)}`",
+        f"- A environment: {_show_env(a.hub.extra_env)}",
         f"- Samples A (s): {', '.join(f'{v:.2f}' for v in a.samples)}",
         f"- Samples B (s): {', '.join(f'{v:.2f}' for v in b.samples)}",
         f"- Machine: {cpu_model()}, {os.cpu_count()} cores, {platform.platform()}",
         f"- Python {platform.python_version()}, JupyterHub {metadata.version('jupyterhub')}, "
         f"configurable-http-proxy {chp_version()}, node {node_version()}",
+        f"- Load average (1 min) before / after: {args.load_before:.2f} / {os.getloadavg()[0]:.2f}",
         f"- Date: {now}",
         "",
     ]
@@ -180,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not CONFIGURABLE_HTTP_PROXY.exists():
         raise SystemExit(f"{CONFIGURABLE_HTTP_PROXY} is missing: run `make node_modules`")
+    args.load_before = os.getloadavg()[0]
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
 

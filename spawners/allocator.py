@@ -28,6 +28,7 @@ from functools import cache
 
 from . import inventory as inv
 from .catalogue import (
+    COMPUTE_SLICES,
     MEMORY_SLOTS,
     Placement,
     SliceShape,
@@ -150,11 +151,24 @@ def _candidates(layout_key: tuple, state: frozenset[Placement], profile: str):
     return tuple(scored)
 
 
+def _sevenths(a: Assignment) -> int:
+    """GPU compute an assignment takes, in sevenths of a GPU."""
+    if a.placement is not None:
+        return gpu_model_for_assignment(a).profile(a.placement.profile).compute_slices
+    return COMPUTE_SLICES * len(a.gpus)
+
+
 @dataclass
 class _NodeState:
     node: inv.Node
     free_cpus: set[int] = field(default_factory=set)
     free_memory: int = 0
+    idle_sevenths: int = 0  # GPU compute (in sevenths of a GPU) not handed out
+
+    @property
+    def cpus_per_seventh(self) -> float:
+        gpus = len(self.node.gpus)
+        return self.node.cpus / (COMPUTE_SLICES * gpus) if gpus else 0.0
 
     def can_take(self, req: SliceRequest) -> bool:
         return len(self.free_cpus) >= req.cpus and self.free_memory >= req.memory_bytes
@@ -172,12 +186,17 @@ class Allocator:
         self._holders: dict[str, Assignment] = {}
         # bucket index for MIG GPUs: (layout_key, state) -> ordered set of GPU uuids
         self._buckets: dict[tuple, dict[str, None]] = defaultdict(dict)
-        self._bucket_keys: dict[str, set[tuple]] = defaultdict(set)  # model -> bucket keys
+        # model -> bucket keys; a dict, not a set, so ties break in a reproducible order
+        self._bucket_keys: dict[str, dict[tuple, None]] = defaultdict(dict)
+        # model -> nodes that have whole (non-MIG) GPUs of it, in inventory order
+        self._whole_nodes: dict[str, list[_NodeState]] = defaultdict(list)
         self._version = 0
         for node in inventory.nodes:
             if node.name in self._nodes:
                 raise ValueError(f"node {node.name!r} appears twice in the inventory")
-            self._nodes[node.name] = _NodeState(node, set(node.cpu_ids), node.memory_bytes)
+            self._nodes[node.name] = _NodeState(
+                node, set(node.cpu_ids), node.memory_bytes, COMPUTE_SLICES * len(node.gpus)
+            )
             for gpu in node.gpus:
                 if gpu.uuid in self._gpus:
                     raise ValueError(f"GPU {gpu.uuid} appears twice in the inventory")
@@ -185,13 +204,15 @@ class Allocator:
                 if gpu.mig != inv.MIG_NONE:
                     self._mig_state[gpu.uuid] = frozenset()
                     self._bucket_add(gpu, frozenset())
+                elif self._nodes[node.name] not in self._whole_nodes[gpu.model]:
+                    self._whole_nodes[gpu.model].append(self._nodes[node.name])
 
     # -- index -----------------------------------------------------------------------------
 
     def _bucket_add(self, gpu: inv.Gpu, state: frozenset[Placement]) -> None:
         key = (gpu.layout_key, state)
         self._buckets[key][gpu.uuid] = None
-        self._bucket_keys[gpu.model].add(key)
+        self._bucket_keys[gpu.model][key] = None
 
     def _bucket_remove(self, gpu: inv.Gpu, state: frozenset[Placement]) -> None:
         key = (gpu.layout_key, state)
@@ -199,7 +220,7 @@ class Allocator:
         del bucket[gpu.uuid]
         if not bucket:
             del self._buckets[key]
-            self._bucket_keys[gpu.model].discard(key)
+            self._bucket_keys[gpu.model].pop(key, None)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -250,7 +271,7 @@ class Allocator:
     def _place_whole(self, req: SliceRequest) -> Assignment | None:
         shape = req.shape
         best = None
-        for node in self._nodes.values():
+        for node in self._whole_nodes.get(shape.model, ()):
             free = [
                 g
                 for g in node.node.gpus
@@ -268,11 +289,21 @@ class Allocator:
         return self._assignment(req, node, tuple(free[: shape.count]), None)
 
     def _place_cpu(self, req: SliceRequest) -> Assignment | None:
+        """CPU-only slices go to nodes without GPUs first; on GPU nodes, to the node with the
+        most CPUs to spare beyond what its idle GPU capacity will need, so a CPU session does
+        not strand a GPU whose node has no CPUs left for it."""
         fitting = [n for n in self._nodes.values() if n.can_take(req)]
         if not fitting:
             return None
-        node = min(fitting, key=lambda n: (bool(n.node.gpus), len(n.free_cpus), n.node.name))
+        node = min(fitting, key=self._cpu_node_key)
         return self._assignment(req, node, (), None)
+
+    @staticmethod
+    def _cpu_node_key(ns: _NodeState):
+        if not ns.node.gpus:
+            return (0, len(ns.free_cpus), ns.node.name)  # CPU nodes: best fit
+        spare = len(ns.free_cpus) - ns.idle_sevenths * ns.cpus_per_seventh
+        return (1, -spare, ns.node.name)
 
     def _assignment(self, req, node: _NodeState, gpus, placement) -> Assignment:
         if placement is not None:
@@ -302,6 +333,7 @@ class Allocator:
         node = self._nodes[assignment.node]
         node.free_cpus.difference_update(assignment.cpu_ids)
         node.free_memory -= assignment.memory_bytes
+        node.idle_sevenths -= _sevenths(assignment)
         for gpu_uuid in assignment.gpus:
             gpu = self._gpus[gpu_uuid]
             if assignment.placement is None:
@@ -350,6 +382,7 @@ class Allocator:
         node = self._nodes[a.node]
         node.free_cpus.update(a.cpu_ids)
         node.free_memory += a.memory_bytes
+        node.idle_sevenths += _sevenths(a)
         for gpu_uuid in a.gpus:
             if a.placement is None:
                 self._whole_held.discard(gpu_uuid)

@@ -186,8 +186,7 @@ def parse_slice_type(name: str) -> SliceShape:
             ):
                 return SliceShape(name, "gpu", model.name, count=int(digits))
             raise ValueError(
-                f"{name!r}: a whole-GPU slice type is {prefix}x<N>, "
-                f"N from 1 to {MAX_WHOLE_GPUS}"
+                f"{name!r}: a whole-GPU slice type is {prefix}x<N>, N from 1 to {MAX_WHOLE_GPUS}"
             )
     raise ValueError(
         f"{name!r} is not a slice type name: use 'cpu', '<model>.<mig profile>' "

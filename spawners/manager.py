@@ -121,6 +121,10 @@ class SliceManager:
     # -- what users see ------------------------------------------------------------------
 
     def availability(self) -> list[Availability]:
+        """Free and total counts per offered type; recomputed only after a hold or release."""
+        cached = getattr(self, "_availability", None)
+        if cached is not None and cached[0] == self.allocator.version:
+            return cached[1]
         out = []
         for st in self.site.slice_types.values():
             req = request_for(st)

@@ -464,16 +464,21 @@ with open({str(w / SETTINGS_NAME)!r}, "w") as _f:
         server_name: str = "",
         timeout: float = 60,
         interval: float = 0.05,
+        *,
+        record_processes: bool = True,
     ) -> dict[str, Any]:
         """Poll `GET /users/{user}` until the server is ready; return its model.
 
         Call it after the start request: a server that is neither ready nor pending has failed,
-        and the error says so with the hub's log.
+        and the error says so with the hub's log. Once ready, the hub's child processes are
+        recorded for `close()` (a few ms; timing code passes `record_processes=False`).
         """
         deadline = time.monotonic() + timeout
         while True:
             model = self.server_model(user, server_name)
             if model is not None and model.get("ready"):
+                if record_processes:  # close() finds the server even if the hub crashes
+                    self._record_descendants()
                 return model
             if model is None or not model.get("pending"):
                 raise HubError(

@@ -78,6 +78,14 @@ def check_invariants(alloc: Allocator) -> None:
         assert sum(a.memory_bytes for a in held) <= node.memory_bytes
         for a in held:
             assert set(a.cpu_ids) <= set(node.cpu_ids)
+        # the allocator's running count of idle GPU compute matches what is held
+        used = sum(
+            gpu_model(alloc.gpu(a.gpus[0]).model).profile(a.placement.profile).compute_slices
+            if a.placement
+            else 7 * len(a.gpus)
+            for a in held
+        )
+        assert alloc._nodes[node.name].idle_sevenths == 7 * len(node.gpus) - used
 
 
 class AllocatorMachine(RuleBasedStateMachine):
@@ -192,3 +200,28 @@ def test_whole_gpus_go_to_the_fullest_node_that_fits():
 def test_cpu_slices_prefer_nodes_without_gpus():
     alloc = Allocator(SITE.inventory())
     assert alloc.place(request_for(SITE.slice_types["cpu"])).node == "cpu1"
+
+
+def test_cpu_sessions_do_not_strand_a_gpu():
+    """Two GPU nodes: CPU-only sessions spread so both GPUs keep the CPUs a 7g needs."""
+    raw = {
+        "site": {"name": "strand"},
+        "nodes": [
+            {
+                "name": n,
+                "cpus": 24,
+                "memory": "256G",
+                "gpus": [{"model": "H100-80GB", "mig": "dynamic"}],
+            }
+            for n in ("a", "b")
+        ],
+        "slice_types": {
+            "h100.7g.80gb": {"cpus": 14, "memory": "64G", "price_per_hour": "35"},
+            "cpu": {"cpus": 4, "memory": "8G", "price_per_hour": "1"},
+        },
+    }
+    site = parse_site(raw)
+    alloc = Allocator(site.inventory())
+    for i in range(3):
+        alloc.hold(f"c{i}", alloc.place(request_for(site.slice_types["cpu"])))
+    assert alloc.free_count(request_for(site.slice_types["h100.7g.80gb"])) == 2
