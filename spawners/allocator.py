@@ -459,20 +459,21 @@ class FirstFitAllocator(Allocator):
                 state = self._mig_state[gpu.uuid]
                 if gpu.mig == inv.MIG_STATIC:
                     positions = [
-                        i.placement for i in gpu.instances if i.placement.profile == shape.profile
+                        i.placement
+                        for i in gpu.instances
+                        if i.placement.profile == shape.profile
+                        and i.placement not in state
+                        and layout_is_valid(model, (*state, i.placement))
                     ]
-                else:
-                    positions = [
-                        Placement(s, shape.profile) for s in model.profile(shape.profile).starts
-                    ]
-                for p in positions:
-                    if p not in state and layout_is_valid(model, (*state, p)):
-                        return self._assignment(req, node, (gpu,), p)
+                else:  # the same lowest-start-first walk, with the layout check cached
+                    positions = placements_that_fit(shape.model, state, shape.profile)
+                if positions:
+                    return self._assignment(req, node, (gpu,), positions[0])
         return None
 
     def _place_whole(self, req: SliceRequest) -> Assignment | None:
         shape = req.shape
-        for node in self._nodes.values():
+        for node in self._whole_nodes.get(shape.model, ()):
             free = [
                 g
                 for g in node.node.gpus

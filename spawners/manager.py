@@ -157,11 +157,12 @@ class SliceManager:
             self._created.pop(holder, None)
             raise
         log.info(
-            "Reserved %s for %s on %s: %s",
+            "Reserved %s for %s on %s: %s%s",
             slice_type.name,
             holder,
             assignment.node,
             ",".join(assignment.devices) or "no GPU",
+            " (declared devices)" if assignment.declared and assignment.devices else "",
         )
         return assignment
 
