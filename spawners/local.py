@@ -100,7 +100,9 @@ class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner):
                     len(real),
                 )
             self._progress_event(50, "Starting the notebook server on its slice")
-            return await super().start()
+            address = await super().start()
+            self._progress_event(70, "Server process started; waiting for it to answer")
+            return address
         except BaseException:
             await self.release_slice()
             limits.remove_cgroup(self._cgroup)

@@ -10,6 +10,7 @@ through its environment. Launching and stopping processes stays with the spawner
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -39,6 +40,24 @@ def human_bytes(n: int) -> str:
             value = n / size
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{n} B"
+
+
+def _hours(value) -> str:
+    """2.0 -> "2", 0.25 -> "0.25": hours as people write them."""
+    try:
+        return f"{float(value):g}"
+    except (TypeError, ValueError):
+        return ""
+
+
+def _join_hub_log(hub_log: logging.Logger) -> None:
+    """Send Slicehub's own loggers ("slicehub.*") to the hub's log, as JupyterHub does for
+    tornado's, so reservations and reconcile passes show up where operators look."""
+    ours = logging.getLogger("slicehub")
+    if ours.parent is not hub_log:
+        ours.parent = hub_log
+        ours.propagate = True
+        ours.setLevel(hub_log.getEffectiveLevel())
 
 
 def _apply_slice_options(spawner, user_options):
@@ -123,6 +142,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
             raise web.HTTPError(500, "Slicehub is not configured: no site file (SLICEHUB_SITE).")
         manager = SliceManager.for_site(self.site_file, self.database_url)
         self._ensure_reconcile(manager)
+        _join_hub_log(self.log)
         return manager
 
     @property
@@ -173,6 +193,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
             ),
             autoescape=True,
         )
+        env.filters["hours"] = _hours
         name = (
             Path(self.options_form_template).name
             if self.options_form_template

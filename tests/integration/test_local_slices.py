@@ -12,6 +12,7 @@ import os
 import pwd
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from datetime import timedelta
@@ -263,6 +264,10 @@ def test_progress_says_what_is_happening_and_the_process_is_pinned(demo_hub):
     pid = hub.api("GET", "/users/bob").json()["servers"][""]["state"]["pid"]
     allowed = psutil.Process(pid).cpu_affinity()
     assert 1 <= len(allowed) <= 2  # cpu slices have 2 CPUs; pinned onto this machine's CPUs
+    cgroup = Path("/sys/fs/cgroup/memory/slicehub/bob-default")
+    if cgroup.is_dir():  # where the machine lets the hub make a memory cgroup, the server is in it
+        assert str(pid) in (cgroup / "cgroup.procs").read_text().split()
+        assert int((cgroup / "memory.limit_in_bytes").read_text()) == 8 * 1024**3
     hub.stop_server("bob")
 
 
@@ -294,3 +299,48 @@ def test_servers_run_as_the_users_unix_account(hub_factory, tmp_path):
     assert proc.environ()["HOME"] == pwd.getpwnam(name).pw_dir
     assert proc.environ()["CUDA_VISIBLE_DEVICES"].startswith("MIG-")
     hub.stop_server(name)
+
+
+def test_a_start_that_fails_after_reserving_releases_the_slice(hub_factory, tmp_path):
+    """The server command cannot run: the spawn fails with a message and the slice is free."""
+    data = tmp_path / "data"
+    cfg = write_config(tmp_path, "c.Spawner.cmd = ['/nonexistent/jupyterhub-singleuser']\n")
+    hub = hub_factory(cfg, env={"SLICEHUB_DATA_DIR": str(data)})
+    hub.create_user("alice")
+    r = hub.start_server("alice", {"slice_type": "h100x1"})
+    assert r.status_code >= 400 or hub.server_model("alice") is None
+    deadline = time.monotonic() + 20
+    while hub.server_model("alice") is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert hub.server_model("alice") is None
+    assert reservations(data) == {}
+    assert "Reserved h100x1 for alice/" in hub.log_text()
+    assert "Released the slice of alice/" in hub.log_text()
+
+
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (('mig = ["4g.40gb", "3g.40gb"]', 'mig = ["4g.40gb", "4g.40gb"]'), "cannot hold"),
+        (('price_per_hour = "16.50"', 'price_per_hour = "-16.50"'), "negative"),
+        (('mig = ["4g.40gb", "3g.40gb"]', 'mig = ["4g.40gb", "3g.45gb"]'), "not a MIG profile"),
+        (('price_per_hour = "0.80"\n', "\n"), "price_per_hour: is missing"),
+    ],
+)
+def test_a_bad_site_file_stops_the_hub_with_file_key_and_fix(tmp_path, edit, words):
+    site = tmp_path / "broken-site.toml"
+    text = (REPO / "hub_config" / "demo-site.toml").read_text()
+    assert edit[0] in text
+    site.write_text(text.replace(edit[0], edit[1], 1))
+    jupyterhub = Path(sys.executable).parent / "jupyterhub"
+    proc = subprocess.run(
+        [str(jupyterhub), "-f", str(REPO / "hub_config" / "jupyterhub_config.py")],
+        cwd=tmp_path,
+        env={**os.environ, "SLICEHUB_SITE": str(site), "SLICEHUB_DATA_DIR": str(tmp_path / "d")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert f"Slicehub cannot start: {site}:" in proc.stderr
+    assert words in proc.stderr and "Fix:" in proc.stderr
