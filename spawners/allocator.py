@@ -272,13 +272,7 @@ class Allocator:
         shape = req.shape
         best = None
         for node in self._whole_nodes.get(shape.model, ()):
-            free = [
-                g
-                for g in node.node.gpus
-                if g.model == shape.model
-                and g.mig == inv.MIG_NONE
-                and g.uuid not in self._whole_held
-            ]
+            free = self._free_whole(node, shape.model)
             if len(free) < shape.count or not node.can_take(req):
                 continue
             if best is None or len(free) < len(best[1]):
@@ -287,6 +281,14 @@ class Allocator:
             return None
         node, free = best
         return self._assignment(req, node, tuple(free[: shape.count]), None)
+
+    def _free_whole(self, node: _NodeState, model: str) -> list[inv.Gpu]:
+        """The node's GPUs of `model` that are not in MIG mode and not held, in index order."""
+        return [
+            g
+            for g in node.node.gpus
+            if g.model == model and g.mig == inv.MIG_NONE and g.uuid not in self._whole_held
+        ]
 
     def _place_cpu(self, req: SliceRequest) -> Assignment | None:
         """CPU-only slices go to nodes without GPUs first; on GPU nodes, to the node with the
@@ -474,13 +476,7 @@ class FirstFitAllocator(Allocator):
     def _place_whole(self, req: SliceRequest) -> Assignment | None:
         shape = req.shape
         for node in self._whole_nodes.get(shape.model, ()):
-            free = [
-                g
-                for g in node.node.gpus
-                if g.model == shape.model
-                and g.mig == inv.MIG_NONE
-                and g.uuid not in self._whole_held
-            ]
+            free = self._free_whole(node, shape.model)
             if len(free) >= shape.count and node.can_take(req):
                 return self._assignment(req, node, tuple(free[: shape.count]), None)
         return None
