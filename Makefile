@@ -18,13 +18,14 @@ NPM_FLAGS := --no-audit --no-fund --loglevel=error
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv node_modules demo test lint format bench clean
+.PHONY: help venv node_modules postgres demo test lint format bench clean
 
 help:
 	@echo "make venv          $(VENV) from $(BASE_PYTHON), with slicehub[test] installed editable"
 	@echo "make node_modules  configurable-http-proxy from package-lock.json"
+	@echo "make postgres      Debian's PostgreSQL 15 installed, running, slicehub/slicehub_test ready"
 	@echo "make demo          a local hub on http://127.0.0.1:8000 (python -m spawners.cli demo)"
-	@echo "make test          ruff check + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
+	@echo "make test          postgres, then ruff check + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
 	@echo "make lint          ruff check + ruff format --check"
 	@echo "make format        ruff format + ruff check --fix"
 	@echo "make bench         every bench/*.py with the venv's python (BENCH_ARGS passed to each)"
@@ -53,11 +54,22 @@ $(NODE_STAMP): package.json $(wildcard package-lock.json)
 	@test -x node_modules/.bin/configurable-http-proxy
 	@touch $@
 
+# Installs and starts PostgreSQL when missing (needs root; CI runs as root) and prints its URL.
+# Outside CI a machine that cannot (exit 3: not root, no apt) goes on: the postgres tests then skip,
+# saying why. In CI, or for any other failure, it stops here.
+postgres:
+	@status=0; scripts/postgres.sh || status=$$?; \
+	if [ $$status -eq 3 ] && [ -z "$${CI:-}" ]; then \
+		echo "postgres: not available here; the postgres tests will skip"; \
+	else \
+		exit $$status; \
+	fi
+
 demo: export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 demo: venv node_modules
 	$(PY) -m spawners.cli demo
 
-test: venv node_modules
+test: postgres venv node_modules
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     DateTime,
     ForeignKey,
@@ -31,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from quota import migrate
 
 from .allocator import AllocationConflict, Assignment
 
@@ -71,14 +71,6 @@ class StoredReservation:
     session_end: datetime | None
 
 
-def alembic_config(url: str) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    cfg.set_main_option("version_table", VERSION_TABLE)
-    return cfg
-
-
 class ReservationStore:
     def __init__(self, url: str):
         self.url = url
@@ -91,10 +83,7 @@ class ReservationStore:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
-        with self.engine.begin() as conn:
-            cfg = alembic_config(self.url)
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        migrate.upgrade(self.engine, MIGRATIONS, VERSION_TABLE)
 
     def add(self, holder: str, a: Assignment, created_at: datetime, session_end=None) -> None:
         """Write one reservation atomically; AllocationConflict if any resource is taken."""

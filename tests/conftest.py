@@ -45,3 +45,45 @@ def hub_factory(
 
 
 # ---- end of real-JupyterHub harness ------------------------------------------------------------
+
+
+# ---- real PostgreSQL (tests/pg.py, scripts/postgres.sh) ----------------------------------------
+import os  # noqa: E402  (each block keeps its own imports)
+
+import pg  # noqa: E402
+
+POSTGRES_FIXTURES = {"postgres_server", "pg_url"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a PostgreSQL fixture get the `postgres` marker, so `-m postgres` (and
+    `-m "not postgres"`) select them without each test saying so."""
+    for item in items:
+        if POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """SQLAlchemy URL of the running test server (base database slicehub_test), installing and
+    starting Debian's PostgreSQL 15 if needed. In CI (`CI` set) any problem fails; elsewhere a
+    machine that cannot install it (not root, no apt) skips, saying why."""
+    try:
+        return pg.ensure_postgres()
+    except pg.PostgresUnavailable as e:
+        if os.environ.get("CI") or not e.skippable:
+            pytest.fail(f"PostgreSQL unavailable: {e.reason}", pytrace=False)
+        pytest.skip(f"PostgreSQL unavailable: {e.reason}")
+
+
+@pytest.fixture
+def pg_url(postgres_server: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """URL of a new, empty database on the test server, owned by slicehub; dropped afterwards
+    (its sessions ended first), so a test's leftover connections do not matter."""
+    url = pg.fresh_database(request.node.name)
+    yield url
+    pg.drop_database(url)
+
+
+# ---- end of real PostgreSQL ---------------------------------------------------------------------

@@ -1,33 +1,6 @@
 """Alembic environment for the slice reservation tables (run by ReservationStore.upgrade)."""
 
-from alembic import context
-from sqlalchemy import create_engine
-
+from quota.migrate import run_env
 from spawners.reservations import VERSION_TABLE, Base
 
-config = context.config
-target_metadata = Base.metadata
-
-
-def run() -> None:
-    connection = config.attributes.get("connection")
-    if connection is None:
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
-        with engine.begin() as connection:
-            _migrate(connection)
-    else:
-        _migrate(connection)
-
-
-def _migrate(connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        version_table=VERSION_TABLE,
-        render_as_batch=True,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-run()
+run_env(Base.metadata, VERSION_TABLE)

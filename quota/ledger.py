@@ -1,0 +1,761 @@
+"""The subsidy ledger: holds before a start, metering into charges, release at stop.
+
+Decisions (who may start what, what it costs, how a charge splits) are made here, in one
+transaction each, against the database; the pure arithmetic lives in `quota.pricing`.
+
+- A *hold* (`open_session`) prices the requested duration at list price, piecewise over price
+  changes, and reserves the subsidy part of it. It is refused, with a sentence in HK$, when the
+  project cannot pay: outside its validity window, a slice type it may not use, too many
+  sessions, a member over their cap, a course student outside a class window, or not enough
+  subsidy (policy `stop`) / subsidy plus credit (policy `full_price`). The session's end is
+  fixed by the hold.
+- *Metering* (`meter`) turns held time into charges up to min(now, end): each charge is the
+  difference of the session's running totals (see `quota.pricing` for the rounding rule), written
+  with a conditional update of the session's `metered_until`, so a tick applied twice, or by two
+  processes, charges once, and a tick after a crash charges exactly the time that passed.
+- *Release* (`close_session`) meters to the stop and frees what was held and not used.
+
+Invariants the property tests check: subsidy charged never exceeds the grants, credit used never
+exceeds the credit limit, every charge's subsidy + co-pay equals its list cost, and every second
+of every session is charged exactly once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session as DBSession
+from sqlalchemy.orm import sessionmaker
+
+from . import ledger_db
+from .models import (
+    AuditEntry,
+    Charge,
+    ClassWindow,
+    Grant,
+    Member,
+    Price,
+    Project,
+    Scheme,
+    Session,
+    SessionWarning,
+)
+from .money import format_money
+from .pricing import BASIS_POINTS, PricePoint, PriceSchedule, split_increment, subsidy_of
+
+POLICIES = ("stop", "full_price")
+ROLES = ("member", "pi", "instructor", "student")
+WARN_LEVELS = ((0.80, "budget-80"), (0.95, "budget-95"))
+END_WARNING = timedelta(minutes=10)
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class LedgerError(ValueError):
+    """A request the ledger refuses; `status` is the HTTP status an API answers with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Balance:
+    project: str
+    grants_cents: int
+    subsidy_charged_cents: int
+    subsidy_held_cents: int
+    copay_charged_cents: int
+    credit_limit_cents: int
+    credit_used_cents: int
+
+    @property
+    def subsidy_left_cents(self) -> int:
+        return self.grants_cents - self.subsidy_charged_cents - self.subsidy_held_cents
+
+    @property
+    def credit_left_cents(self) -> int:
+        return self.credit_limit_cents - self.credit_used_cents
+
+
+@dataclass(frozen=True)
+class MeterResult:
+    charges: int
+    warnings: list[tuple[int, str, str]]  # (session id, level, message)
+    due: list[int]  # sessions whose end has come: the hub must stop their servers
+
+
+def _money(cents: int) -> str:
+    return format_money(cents)
+
+
+def _hours(delta: timedelta) -> str:
+    minutes = round(delta.total_seconds() / 60)
+    if minutes % 60 == 0:
+        return f"{minutes // 60} h"
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+class Ledger:
+    def __init__(self, url: str, **engine_kwargs):
+        self.url = url
+        self.engine = ledger_db.make_engine(url, **engine_kwargs)
+        self.session = sessionmaker(self.engine, expire_on_commit=False)
+        self._is_sqlite = url.startswith("sqlite")
+
+    def upgrade(self) -> None:
+        ledger_db.upgrade(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def _project(self, db: DBSession, slug: str, lock: bool = False) -> Project:
+        q = select(Project).where(Project.slug == slug)
+        if lock and not self._is_sqlite:
+            q = q.with_for_update()
+        project = db.scalar(q)
+        if project is None:
+            raise LedgerError(f"There is no project {slug!r}.", 404)
+        return project
+
+    def _schedule(self, db: DBSession, slice_type: str, known: int) -> PriceSchedule:
+        """The price list of `slice_type` as it was known when price row `known` was newest.
+
+        A session is charged at the prices known when it was held (including changes already
+        scheduled then, piecewise); a price set later applies to later sessions only, so a
+        hold always covers exactly what the session will be charged.
+        """
+        rows = db.scalars(
+            select(Price).where(Price.slice_type == slice_type, Price.id <= known)
+        ).all()
+        return PriceSchedule(PricePoint(r.effective_from, r.cents_per_hour) for r in rows)
+
+    def _audit(self, db: DBSession, at, actor: str, action: str, subject: str, **detail) -> None:
+        db.add(
+            AuditEntry(
+                at=at,
+                actor=actor,
+                action=action,
+                subject=subject,
+                detail=json.dumps(detail, sort_keys=True, default=str),
+            )
+        )
+
+    # -- administration (every change audited in the same transaction) -----------------------
+
+    def add_scheme(self, actor, name, rate_bp, fund_cents, now) -> Scheme:
+        _check_rate(rate_bp)
+        _check_amount("fund", fund_cents)
+        with self.session.begin() as db:
+            if db.scalar(select(Scheme).where(Scheme.name == name)):
+                raise LedgerError(f"A scheme named {name!r} exists already.", 409)
+            scheme = Scheme(
+                name=name, subsidy_rate_bp=rate_bp, fund_cents=fund_cents, created_at=now
+            )
+            db.add(scheme)
+            self._audit(db, now, actor, "scheme.add", name, rate_bp=rate_bp, fund_cents=fund_cents)
+        return scheme
+
+    def add_project(
+        self,
+        actor,
+        slug,
+        *,
+        scheme,
+        name,
+        organisation,
+        pi,
+        valid_from,
+        valid_until,
+        allowed_slice_types,
+        max_concurrent_sessions,
+        policy="stop",
+        credit_limit_cents=0,
+        member_cap_cents=None,
+        is_course=False,
+        now,
+    ) -> Project:
+        if not isinstance(slug, str) or not _SLUG.match(slug):
+            raise LedgerError(f"{slug!r} is not a project id: use lowercase letters, digits, '-'.")
+        _check_window("project", valid_from, valid_until)
+        if policy not in POLICIES:
+            raise LedgerError(f"Policy {policy!r} is unknown: use one of {', '.join(POLICIES)}.")
+        _check_amount("credit limit", credit_limit_cents)
+        if member_cap_cents is not None:
+            _check_amount("member cap", member_cap_cents)
+        if (
+            not isinstance(max_concurrent_sessions, int)
+            or not 1 <= max_concurrent_sessions <= 10000
+        ):
+            raise LedgerError(
+                "The cap on concurrent sessions must be a whole number from 1 to 10000."
+            )
+        types = list(allowed_slice_types)
+        if not types or not all(isinstance(t, str) and t for t in types):
+            raise LedgerError('List the slice types the project may use (or ["*"] for all).')
+        with self.session.begin() as db:
+            sch = db.scalar(select(Scheme).where(Scheme.name == scheme))
+            if sch is None:
+                raise LedgerError(f"There is no scheme {scheme!r}.", 404)
+            if db.scalar(select(Project).where(Project.slug == slug)):
+                raise LedgerError(f"A project {slug!r} exists already.", 409)
+            project = Project(
+                slug=slug,
+                name=name,
+                organisation=organisation,
+                pi=pi,
+                scheme_id=sch.id,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                allowed_slice_types=json.dumps(types),
+                max_concurrent_sessions=max_concurrent_sessions,
+                policy=policy,
+                credit_limit_cents=credit_limit_cents,
+                member_cap_cents=member_cap_cents,
+                is_course=is_course,
+                created_at=now,
+            )
+            db.add(project)
+            self._audit(
+                db,
+                now,
+                actor,
+                "project.add",
+                slug,
+                scheme=scheme,
+                policy=policy,
+                types=types,
+                course=is_course,
+            )
+        return project
+
+    def add_grant(
+        self, actor, project, amount_cents, valid_from, valid_until, now, note=""
+    ) -> Grant:
+        _check_amount("grant", amount_cents, positive=True)
+        _check_window("grant", valid_from, valid_until)
+        with self.session.begin() as db:
+            p = self._project(db, project, lock=True)
+            grant = Grant(
+                project_id=p.id,
+                amount_cents=amount_cents,
+                valid_from=valid_from,
+                valid_until=valid_until,
+                note=note,
+                created_at=now,
+            )
+            db.add(grant)
+            self._audit(
+                db,
+                now,
+                actor,
+                "grant.add",
+                project,
+                amount_cents=amount_cents,
+                valid_from=valid_from,
+                valid_until=valid_until,
+            )
+        return grant
+
+    def add_member(self, actor, project, username, now, role="member", cap_cents=None) -> Member:
+        if not isinstance(username, str) or not re.match(r"^[A-Za-z0-9._@-]{1,100}$", username):
+            raise LedgerError(f"{username!r} is not a user name.")
+        if role not in ROLES:
+            raise LedgerError(f"Role {role!r} is unknown: use one of {', '.join(ROLES)}.")
+        if cap_cents is not None:
+            _check_amount("member cap", cap_cents)
+        with self.session.begin() as db:
+            p = self._project(db, project)
+            exists = db.scalar(
+                select(Member).where(Member.project_id == p.id, Member.username == username)
+            )
+            if exists:
+                raise LedgerError(f"{username} is already a member of {project}.", 409)
+            member = Member(project_id=p.id, username=username, role=role, cap_cents=cap_cents)
+            db.add(member)
+            self._audit(
+                db,
+                now,
+                actor,
+                "member.add",
+                f"{project}/{username}",
+                role=role,
+                cap_cents=cap_cents,
+            )
+        return member
+
+    def set_price(self, actor, slice_type, cents_per_hour, effective_from, now) -> Price:
+        _check_amount("price", cents_per_hour)
+        if effective_from < now:
+            raise LedgerError(
+                f"A price cannot take effect in the past ({effective_from:%Y-%m-%d %H:%M}); "
+                "sessions already charged keep the prices they were held at."
+            )
+        if not isinstance(slice_type, str) or not re.match(
+            r"^[a-z0-9][a-z0-9.+-]{0,63}$", slice_type
+        ):
+            raise LedgerError(f"{slice_type!r} is not a slice type name.")
+        with self.session.begin() as db:
+            clash = db.scalar(
+                select(Price).where(
+                    Price.slice_type == slice_type, Price.effective_from == effective_from
+                )
+            )
+            if clash:
+                raise LedgerError(f"{slice_type} already has a price from {effective_from}.", 409)
+            price = Price(
+                slice_type=slice_type,
+                cents_per_hour=cents_per_hour,
+                effective_from=effective_from,
+                created_at=now,
+            )
+            db.add(price)
+            self._audit(
+                db,
+                now,
+                actor,
+                "price.set",
+                slice_type,
+                cents_per_hour=cents_per_hour,
+                effective_from=effective_from,
+            )
+        return price
+
+    def add_class_window(self, actor, project, starts_at, ends_at, now) -> ClassWindow:
+        _check_window("class window", starts_at, ends_at)
+        with self.session.begin() as db:
+            p = self._project(db, project)
+            if not p.is_course:
+                raise LedgerError(f"{project} is not a course; class windows are for courses.")
+            window = ClassWindow(project_id=p.id, starts_at=starts_at, ends_at=ends_at)
+            db.add(window)
+            self._audit(db, now, actor, "window.add", project, starts_at=starts_at, ends_at=ends_at)
+        return window
+
+    # -- balances --------------------------------------------------------------------------
+
+    def balance(self, project: str, now: datetime) -> Balance:
+        with self.session() as db:
+            p = self._project(db, project)
+            return self._balance(db, p, now)
+
+    def _balance(self, db: DBSession, p: Project, now: datetime) -> Balance:
+        grants = db.scalar(
+            select(func.coalesce(func.sum(Grant.amount_cents), 0)).where(
+                Grant.project_id == p.id, Grant.valid_from <= now, Grant.valid_until > now
+            )
+        )
+        charged = db.execute(
+            select(
+                func.coalesce(func.sum(Charge.subsidy_cents), 0),
+                func.coalesce(func.sum(Charge.copay_cents), 0),
+            ).where(Charge.project_id == p.id)
+        ).one()
+        active = db.execute(
+            select(
+                func.coalesce(
+                    func.sum(Session.hold_subsidy_cents - Session.charged_subsidy_cents), 0
+                ),
+                func.coalesce(func.sum(Session.hold_credit_cents), 0),
+            ).where(Session.project_id == p.id, Session.status == "active")
+        ).one()
+        stopped = db.scalars(
+            select(Session).where(
+                Session.project_id == p.id,
+                Session.status == "stopped",
+                Session.hold_credit_cents > 0,
+            )
+        ).all()
+        credit_used = int(active[1]) + sum(_credit_taken(s) for s in stopped)
+        return Balance(
+            p.slug,
+            int(grants),
+            int(charged[0]),
+            int(active[0]),
+            int(charged[1]),
+            p.credit_limit_cents,
+            credit_used,
+        )
+
+    # -- holds -----------------------------------------------------------------------------
+
+    def open_session(
+        self,
+        project: str,
+        username: str,
+        server_name: str,
+        slice_type: str,
+        duration: timedelta,
+        now: datetime,
+    ) -> Session:
+        """Hold the cost of `duration` on `slice_type` for `username` in `project`, or refuse."""
+        if duration <= timedelta(0):
+            raise LedgerError("A session must last longer than zero.")
+        with self.session.begin() as db:
+            p = self._project(db, project, lock=True)
+            member = db.scalar(
+                select(Member).where(Member.project_id == p.id, Member.username == username)
+            )
+            if member is None:
+                raise LedgerError(f"{username} is not a member of project {project}.", 403)
+            if not p.valid_from <= now < p.valid_until:
+                raise LedgerError(
+                    f"Project {project} is valid from {p.valid_from:%Y-%m-%d} to "
+                    f"{p.valid_until:%Y-%m-%d}; it cannot start sessions now.",
+                    403,
+                )
+            allowed = json.loads(p.allowed_slice_types)
+            if "*" not in allowed and slice_type not in allowed:
+                raise LedgerError(
+                    f"Project {project} may not use {slice_type}; it may use {', '.join(allowed)}.",
+                    403,
+                )
+            end = now + duration
+            if p.is_course and member.role == "student":
+                end = self._inside_class_window(db, p, now, end)
+            running = db.scalar(
+                select(func.count())
+                .select_from(Session)
+                .where(Session.project_id == p.id, Session.status == "active")
+            )
+            if running >= p.max_concurrent_sessions:
+                raise LedgerError(
+                    f"Project {project} already runs {running} sessions, its limit; "
+                    "stop one or try later.",
+                    409,
+                )
+            if db.scalar(
+                select(Session.id).where(
+                    Session.username == username,
+                    Session.server_name == server_name,
+                    Session.status == "active",
+                )
+            ):
+                raise LedgerError(f"{username} already has an active session for this server.", 409)
+            scheme = db.get(Scheme, p.scheme_id)
+            known = db.scalar(select(func.coalesce(func.max(Price.id), 0)))
+            schedule = self._schedule(db, slice_type, known)
+            try:
+                hold_list = schedule.cost(now, end)
+            except LookupError:
+                raise LedgerError(
+                    f"{slice_type} has no list price yet; ask the centre's staff.", 409
+                ) from None
+            need = subsidy_of(hold_list, scheme.subsidy_rate_bp)
+            bal = self._balance(db, p, now)
+            hold_subsidy, hold_credit = self._fund(p, bal, need, slice_type, end - now, hold_list)
+            cap = member.cap_cents if member.cap_cents is not None else p.member_cap_cents
+            if cap is not None:
+                used = self._member_used(db, p, username)
+                if used + hold_subsidy > cap:
+                    raise LedgerError(
+                        f"{username} has {_money(max(cap - used, 0))} left of a {_money(cap)} cap "
+                        f"in {project}; a {slice_type} slice for {_hours(end - now)} needs "
+                        f"{_money(hold_subsidy)}.",
+                        402,
+                    )
+            session = Session(
+                project_id=p.id,
+                username=username,
+                server_name=server_name,
+                slice_type=slice_type,
+                rate_bp=scheme.subsidy_rate_bp,
+                prices_known=known,
+                started_at=now,
+                end_at=end,
+                hold_list_cents=hold_list,
+                hold_subsidy_cents=hold_subsidy,
+                hold_credit_cents=hold_credit,
+                metered_until=now,
+                status="active",
+            )
+            db.add(session)
+            db.flush()
+            self._audit(
+                db,
+                now,
+                username,
+                "session.hold",
+                f"{project}/{session.id}",
+                slice_type=slice_type,
+                end_at=end,
+                hold_list_cents=hold_list,
+                hold_subsidy_cents=hold_subsidy,
+                hold_credit_cents=hold_credit,
+            )
+        return session
+
+    def _fund(self, p: Project, bal: Balance, need: int, slice_type, duration, hold_list):
+        left = bal.subsidy_left_cents
+        if need <= left:
+            return need, 0
+        if p.policy == "full_price":
+            covered = max(left, 0)
+            extra = need - covered  # paid at full price instead of by the subsidy
+            if extra <= bal.credit_left_cents:
+                return covered, extra
+            raise LedgerError(
+                f"Project {p.slug} has {_money(max(left, 0))} of subsidy and "
+                f"{_money(max(bal.credit_left_cents, 0))} of credit left; a {slice_type} slice "
+                f"for {_hours(duration)} needs {_money(need)} ({_money(hold_list)} at list price).",
+                402,
+            )
+        raise LedgerError(
+            f"Project {p.slug} has {_money(max(left, 0))} of subsidy left; a {slice_type} slice "
+            f"for {_hours(duration)} needs {_money(need)} of subsidy ({_money(hold_list)} at list "
+            "price).",
+            402,
+        )
+
+    def _inside_class_window(self, db, p: Project, now: datetime, end: datetime) -> datetime:
+        windows = db.scalars(
+            select(ClassWindow)
+            .where(ClassWindow.project_id == p.id)
+            .order_by(ClassWindow.starts_at)
+        ).all()
+        for w in windows:
+            if w.starts_at <= now < w.ends_at:
+                return min(end, w.ends_at)  # a class session ends with its class
+        upcoming = [w for w in windows if w.starts_at > now]
+        when = (
+            f" The next class window opens {upcoming[0].starts_at:%Y-%m-%d %H:%M} UTC."
+            if upcoming
+            else " No further class window is scheduled."
+        )
+        raise LedgerError(f"Course {p.slug} is outside its class windows now.{when}", 403)
+
+    def _member_used(self, db, p: Project, username: str) -> int:
+        charged = db.scalar(
+            select(func.coalesce(func.sum(Charge.subsidy_cents), 0))
+            .join(Session, Session.id == Charge.session_id)
+            .where(Session.project_id == p.id, Session.username == username)
+        )
+        held = db.scalar(
+            select(
+                func.coalesce(
+                    func.sum(Session.hold_subsidy_cents - Session.charged_subsidy_cents), 0
+                )
+            ).where(
+                Session.project_id == p.id, Session.username == username, Session.status == "active"
+            )
+        )
+        return int(charged) + int(held)
+
+    # -- metering --------------------------------------------------------------------------
+
+    def meter(self, now: datetime, session_ids: list[int] | None = None) -> MeterResult:
+        """Charge every active session up to min(now, its end). Safe to repeat and to race."""
+        with self.session.begin() as db:
+            q = select(Session).where(Session.status == "active", Session.metered_until < now)
+            if session_ids is not None:
+                q = q.where(Session.id.in_(session_ids))
+            sessions = db.scalars(q).all()
+            prices = _PriceBook(db.scalars(select(Price)).all())
+            charges, warnings, due = 0, [], []
+            for s in sessions:
+                if self._charge(
+                    db, s, prices.schedule(s.slice_type, s.prices_known), min(now, s.end_at)
+                ):
+                    charges += 1
+                warnings.extend(self._warn(db, s, now))
+                if s.end_at <= now:
+                    due.append(s.id)
+            overdue = db.scalars(
+                select(Session.id).where(Session.status == "active", Session.end_at <= now)
+            ).all()
+            due = sorted(set(due) | set(overdue))
+        return MeterResult(charges, warnings, due)
+
+    def _charge(self, db, s: Session, schedule: PriceSchedule, until: datetime) -> bool:
+        if until <= s.metered_until:
+            return False
+        new_list = min(schedule.cost(s.started_at, until), s.hold_list_cents)
+        part = split_increment(
+            s.charged_list_cents,
+            new_list,
+            s.rate_bp,
+            s.hold_subsidy_cents - s.charged_subsidy_cents,
+        )
+        start = s.metered_until
+        moved = db.execute(
+            update(Session)
+            .where(Session.id == s.id, Session.metered_until == start)
+            .values(
+                metered_until=until,
+                charged_list_cents=Session.charged_list_cents + part.list_cents,
+                charged_subsidy_cents=Session.charged_subsidy_cents + part.subsidy_cents,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if moved != 1:
+            return False  # another tick charged this period first
+        db.add(
+            Charge(
+                session_id=s.id,
+                project_id=s.project_id,
+                period_start=start,
+                period_end=until,
+                list_cents=part.list_cents,
+                subsidy_cents=part.subsidy_cents,
+                copay_cents=part.copay_cents,
+            )
+        )
+        s.metered_until = until
+        s.charged_list_cents += part.list_cents
+        s.charged_subsidy_cents += part.subsidy_cents
+        return True
+
+    def _reverse(self, db, s: Session, schedule: PriceSchedule, stop: datetime) -> None:
+        """The server stopped before time already charged (found dead after a tick): append a
+        reversal of [stop, metered_until) so the session pays to the second it stopped."""
+        new_list = schedule.cost(s.started_at, stop)
+        new_subsidy = min(subsidy_of(new_list, s.rate_bp), s.charged_subsidy_cents)
+        back_list = new_list - s.charged_list_cents
+        back_subsidy = new_subsidy - s.charged_subsidy_cents
+        db.add(
+            Charge(
+                session_id=s.id,
+                project_id=s.project_id,
+                period_start=stop,
+                period_end=s.metered_until,
+                list_cents=back_list,
+                subsidy_cents=back_subsidy,
+                copay_cents=back_list - back_subsidy,
+                kind="reversal",
+            )
+        )
+        s.metered_until = stop
+        s.charged_list_cents = new_list
+        s.charged_subsidy_cents = new_subsidy
+
+    def _warn(self, db, s: Session, now: datetime):
+        out = []
+        used = s.charged_list_cents / s.hold_list_cents if s.hold_list_cents else 1.0
+        levels = [level for share, level in WARN_LEVELS if used >= share]
+        if s.end_at - now <= END_WARNING:
+            levels.append("end-10min")
+        if not levels:
+            return out
+        have = set(
+            db.scalars(select(SessionWarning.level).where(SessionWarning.session_id == s.id)).all()
+        )
+        for level in levels:
+            if level in have:
+                continue
+            message = _warning_text(level, s, now)
+            db.add(SessionWarning(session_id=s.id, level=level, created_at=now, message=message))
+            out.append((s.id, level, message))
+        return out
+
+    # -- release ---------------------------------------------------------------------------
+
+    def close_session(self, session_id: int, at: datetime, reason: str = "stopped") -> Session:
+        """Meter up to the stop (never past the hold's end) and release what is left."""
+        with self.session.begin() as db:
+            s = db.get(Session, session_id)
+            if s is None:
+                raise LedgerError(f"There is no session {session_id}.", 404)
+            if s.status != "active":
+                return s
+            schedule = self._schedule(db, s.slice_type, s.prices_known)
+            stop = max(min(at, s.end_at), s.started_at)
+            if stop < s.metered_until:
+                self._reverse(db, s, schedule, stop)
+            else:
+                self._charge(db, s, schedule, stop)
+            s.status = "stopped"
+            s.stopped_at = stop
+            s.stop_reason = reason
+            self._audit(
+                db,
+                at,
+                s.username,
+                "session.release",
+                str(s.id),
+                reason=reason,
+                charged_list_cents=s.charged_list_cents,
+                charged_subsidy_cents=s.charged_subsidy_cents,
+            )
+        return s
+
+    def active_session(self, username: str, server_name: str) -> Session | None:
+        with self.session() as db:
+            return db.scalar(
+                select(Session).where(
+                    Session.username == username,
+                    Session.server_name == server_name,
+                    Session.status == "active",
+                )
+            )
+
+
+class _PriceBook:
+    """Every price row, for one metering pass: schedules as known at each session's hold."""
+
+    def __init__(self, rows):
+        self._by_type: dict[str, list[Price]] = {}
+        for r in sorted(rows, key=lambda r: r.id):
+            self._by_type.setdefault(r.slice_type, []).append(r)
+        self._ids = {t: [r.id for r in rs] for t, rs in self._by_type.items()}
+        self._cache: dict[tuple[str, int], PriceSchedule] = {}
+
+    def schedule(self, slice_type: str, known: int) -> PriceSchedule:
+        rows = self._by_type.get(slice_type, [])
+        n = bisect.bisect_right(self._ids.get(slice_type, []), known)
+        key = (slice_type, n)
+        if key not in self._cache:
+            self._cache[key] = PriceSchedule(
+                PricePoint(r.effective_from, r.cents_per_hour) for r in rows[:n]
+            )
+        return self._cache[key]
+
+
+def _credit_taken(s: Session) -> int:
+    """Credit a stopped session actually used: the subsidy its list cost would have drawn at
+    the scheme's rate, less what the subsidy did pay."""
+    return max(0, subsidy_of(s.charged_list_cents, s.rate_bp) - s.charged_subsidy_cents)
+
+
+def _warning_text(level: str, s: Session, now: datetime) -> str:
+    left = s.end_at - now
+    if level == "end-10min":
+        return (
+            f"Your {s.slice_type} session ends at {s.end_at:%H:%M} UTC "
+            f"({max(0, round(left.total_seconds() / 60))} min); save your work."
+        )
+    share = level.split("-")[1]
+    return (
+        f"{share}% of this session's budget is used; the server stops at "
+        f"{s.end_at:%H:%M} UTC unless you extend it."
+    )
+
+
+def _check_amount(what: str, cents, positive: bool = False) -> None:
+    if isinstance(cents, bool) or not isinstance(cents, int):
+        raise LedgerError(f"The {what} must be a whole number of cents.")
+    if cents < 0 or (positive and cents == 0):
+        raise LedgerError(f"The {what} must be {'more than' if positive else 'at least'} zero.")
+    if cents > 10**13:  # HK$100 billion: a typo, not a grant
+        raise LedgerError(f"The {what} of {_money(cents)} is absurd; check the amount.")
+
+
+def _check_rate(rate_bp) -> None:
+    if (
+        isinstance(rate_bp, bool)
+        or not isinstance(rate_bp, int)
+        or not 0 <= rate_bp <= BASIS_POINTS
+    ):
+        raise LedgerError("The subsidy rate must be between 0% and 100%.")
+
+
+def _check_window(what: str, start: datetime, end: datetime) -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise LedgerError(f"The {what} dates need a time zone.")
+    if end <= start:
+        raise LedgerError(f"The {what} ends before it starts ({start:%Y-%m-%d} to {end:%Y-%m-%d}).")

@@ -1,0 +1,118 @@
+"""What time on a slice costs, and how a cost splits into subsidy and co-pay. Pure functions.
+
+The rounding rule (one rule, applied everywhere):
+
+- A session's *list cost* up to a moment is computed exactly (a rational number of cents) over
+  the price list's effective-dated pieces, then rounded **down** to the cent.
+- Its *subsidy* up to that moment is the scheme's rate times that list cost, rounded **down**
+  to the cent (the scheme never pays more than its rate); the *co-pay* is the rest.
+- A charge for a period is the difference of these running totals at its two ends.
+
+So the parts of every charge sum to its list cost to the cent, and what a session is charged
+does not depend on how often metering ran: ticking every second or once at the end charges the
+same cents. Rates are basis points (7000 = 70%).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from fractions import Fraction
+
+BASIS_POINTS = 10_000
+
+
+@dataclass(frozen=True)
+class PricePoint:
+    effective_from: datetime
+    cents_per_hour: int
+
+
+class PriceSchedule:
+    """The effective-dated list price of one slice type."""
+
+    def __init__(self, points: Iterable[PricePoint]):
+        self.points = sorted(points, key=lambda p: p.effective_from)
+        self._starts = [p.effective_from for p in self.points]
+
+    def price_at(self, moment: datetime) -> int | None:
+        i = bisect.bisect_right(self._starts, moment) - 1
+        return self.points[i].cents_per_hour if i >= 0 else None
+
+    def pieces(self, start: datetime, end: datetime):
+        """(piece_start, piece_end, cents_per_hour) covering [start, end); raises if unpriced."""
+        if end <= start:
+            return
+        i = bisect.bisect_right(self._starts, start) - 1
+        if i < 0:
+            raise LookupError(f"no list price in effect at {start.isoformat()}")
+        t = start
+        while t < end:
+            nxt = self._starts[i + 1] if i + 1 < len(self.points) else None
+            piece_end = min(end, nxt) if nxt is not None else end
+            yield t, piece_end, self.points[i].cents_per_hour
+            t = piece_end
+            i += 1
+
+    def exact_cost(self, start: datetime, end: datetime) -> Fraction:
+        """List cost of [start, end) in cents, exactly (piecewise over price changes)."""
+        total = Fraction(0)
+        for a, b, price in self.pieces(start, end):
+            total += Fraction(price) * Fraction(_micros(b - a), 3_600_000_000)
+        return total
+
+    def cost(self, start: datetime, end: datetime) -> int:
+        """List cost of [start, end), rounded down to the cent."""
+        return int(self.exact_cost(start, end))  # int() of a non-negative Fraction floors
+
+    def end_for_budget(self, start: datetime, budget_cents: int, limit: datetime) -> datetime:
+        """The latest end (whole seconds, ≤ limit) such that cost(start, end) ≤ budget_cents."""
+        remaining = Fraction(budget_cents)
+        t = start
+        for a, b, price in self.pieces(start, limit):
+            piece = Fraction(price) * Fraction(_micros(b - a), 3_600_000_000)
+            if piece <= remaining:
+                remaining -= piece
+                t = b
+                continue
+            if price == 0:  # pragma: no cover - a free piece is always within budget
+                t = b
+                continue
+            seconds = int(remaining * 3600 / price)
+            return a + timedelta(seconds=seconds)
+        return t
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def subsidy_of(list_cents: int, rate_bp: int) -> int:
+    """The scheme's share of a running list total: rate times list, rounded down to the cent."""
+    if not 0 <= rate_bp <= BASIS_POINTS:
+        raise ValueError(f"subsidy rate {rate_bp} bp is outside 0..10000")
+    return list_cents * rate_bp // BASIS_POINTS
+
+
+@dataclass(frozen=True)
+class Split:
+    list_cents: int
+    subsidy_cents: int
+    copay_cents: int
+
+
+def split_increment(prev_list: int, new_list: int, rate_bp: int, subsidy_room: int) -> Split:
+    """The charge between two running list totals of one session.
+
+    `subsidy_room` is what the session may still draw from the subsidy (its hold's subsidy part
+    not yet charged). When the room runs out (a `full_price` session past the subsidy) the rest
+    is co-pay: the parts still sum to the list cost.
+    """
+    if new_list < prev_list:
+        raise ValueError("running list totals never decrease")
+    list_cents = new_list - prev_list
+    want = subsidy_of(new_list, rate_bp) - subsidy_of(prev_list, rate_bp)
+    subsidy = max(0, min(want, subsidy_room))
+    return Split(list_cents, subsidy, list_cents - subsidy)

@@ -1,0 +1,66 @@
+"""The ledger on a real PostgreSQL: concurrent holds never overspend."""
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from quota.ledger import Ledger, LedgerError
+from quota.models import Session as LedgerSession
+
+pytestmark = pytest.mark.postgres
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_200_concurrent_starts_against_a_project_that_affords_10(pg_url):
+    ledger = Ledger(pg_url, pool_size=50, max_overflow=50)
+    ledger.upgrade()
+    ledger.add_scheme("staff", "hk-ai", 7000, 10**9, T0)
+    ledger.add_project(
+        "staff",
+        "ai-lab",
+        scheme="hk-ai",
+        name="AI lab",
+        organisation="HKU",
+        pi="dr-chan",
+        valid_from=T0,
+        valid_until=T0 + timedelta(days=365),
+        allowed_slice_types=["*"],
+        max_concurrent_sessions=1000,
+        now=T0,
+    )
+    ledger.set_price("staff", "h100.1g.10gb", 1000, T0, T0)  # HK$10/h -> HK$7 subsidy per hour
+    ledger.add_grant("staff", "ai-lab", 10 * 700, T0, T0 + timedelta(days=365), T0)
+    users = [f"student{i:03d}" for i in range(200)]
+    for u in users:
+        ledger.add_member("staff", "ai-lab", u, T0)
+    now = T0 + timedelta(hours=1)
+    barrier = threading.Barrier(50)
+
+    def start(user):
+        try:
+            barrier.wait(timeout=5)
+        except threading.BrokenBarrierError:
+            pass
+        try:
+            ledger.open_session("ai-lab", user, "", "h100.1g.10gb", timedelta(hours=1), now)
+            return "held"
+        except LedgerError as e:
+            assert e.status == 402
+            return str(e)
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(start, users))
+    held = [r for r in results if r == "held"]
+    refused = [r for r in results if r != "held"]
+    assert len(held) == 10
+    assert len(refused) == 190
+    assert all("has HK$0.00 of subsidy left" in r and "needs HK$7.00" in r for r in refused)
+    with ledger.session() as db:
+        assert db.scalar(select(func.count()).select_from(LedgerSession)) == 10
+    bal = ledger.balance("ai-lab", now)
+    assert bal.subsidy_held_cents == 7000 and bal.subsidy_left_cents == 0
+    ledger.dispose()
