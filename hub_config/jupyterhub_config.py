@@ -5,14 +5,20 @@ Environment:
   SLICEHUB_DATA_DIR       where the hub keeps its databases, cookie secret and demo homes
                           (default: .data/ at the repository root)
   SLICEHUB_DEMO_PASSWORD  the demo users' shared password (default: slicehub-demo)
+  SLICEHUB_LEDGER_URL     the ledger database (default: SQLite in the data dir)
+  SLICEHUB_METER_INTERVAL seconds between metering ticks (default: 10)
 
 The site file is checked before the hub starts: a bad value stops it with the file, key and fix.
 """
 
 import os
+import secrets
+import socket
 import sys
 from pathlib import Path
 
+from quota.demo import missing_prices, seed_if_empty
+from quota.ledger import Ledger
 from spawners.cli import check_site_or_exit
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
@@ -48,3 +54,73 @@ c.JupyterHub.authenticator_class = "spawners.demo_auth.DemoAuthenticator"
 c.DemoAuthenticator.demo_password = os.environ.get("SLICEHUB_DEMO_PASSWORD", "slicehub-demo")
 c.Authenticator.allowed_users = {"alice", "bob", "staff"}
 c.Authenticator.admin_users = {"staff"}
+
+# -- the quota service: a hub-managed service that meters, warns, enforces and answers --------
+ledger_url = os.environ.get("SLICEHUB_LEDGER_URL", f"sqlite:///{data_dir / 'ledger.sqlite'}")
+ledger = Ledger(ledger_url)
+ledger.upgrade()
+if site.run_as == "hub-user":  # the embedded demo: something to spend from the first start
+    seed_if_empty(ledger, {name: st.price_cents for name, st in site.slice_types.items()})
+unpriced = missing_prices(ledger, site.slice_types)
+ledger.dispose()
+if unpriced:
+    sys.exit(
+        f"Slicehub cannot start: {site_file}: slice_types: {', '.join(unpriced)} "
+        f"has no list price in the ledger ({ledger_url}). "
+        "Fix: slicehub admin price set <type> --per-hour <HK$> --from <date>"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _secret(name: str) -> str:
+    """A token kept in the data dir (0600), so it survives hub restarts."""
+    path = data_dir / name
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+quota_url = f"http://127.0.0.1:{int(os.environ.get('SLICEHUB_QUOTA_PORT') or _free_port())}"
+spawner_token = _secret("quota_spawner_token")
+c.JupyterHub.services = [
+    {
+        "name": "quota",
+        "url": quota_url,
+        "command": [sys.executable, "-m", "quota.service"],
+        "environment": {
+            "SLICEHUB_LEDGER_URL": ledger_url,
+            "SLICEHUB_METER_INTERVAL": os.environ.get("SLICEHUB_METER_INTERVAL", "10"),
+        },
+        "oauth_client_allowed_scopes": ["custom:quota:staff", "custom:quota:metrics"],
+    },
+    # a token-only identity for the spawners: it may open and release holds, nothing else
+    {"name": "slicehub-spawner", "api_token": spawner_token},
+]
+c.JupyterHub.custom_scopes = {
+    "custom:quota:staff": {"description": "Read every project, session and warning in the ledger"},
+    "custom:quota:holds": {"description": "Open and release session holds (the hub's spawners)"},
+    "custom:quota:metrics": {"description": "Scrape the ledger's Prometheus metrics"},
+}
+c.JupyterHub.load_roles = [
+    # the quota service stops servers whose session ended, and sees which servers run
+    {"name": "quota-service", "services": ["quota"], "scopes": ["servers", "list:users"]},
+    {
+        "name": "slicehub-spawner",
+        "services": ["slicehub-spawner"],
+        "scopes": ["custom:quota:holds", "access:services!service=quota"],
+    },
+    {
+        "name": "quota-staff",
+        "users": ["staff"],
+        "scopes": ["custom:quota:staff", "custom:quota:metrics", "access:services!service=quota"],
+    },
+    {"name": "user", "scopes": ["self", "access:services!service=quota"]},
+]
+c.LocalSliceSpawner.quota_url = f"{quota_url}/services/quota/"
+c.LocalSliceSpawner.quota_token = spawner_token

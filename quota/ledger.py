@@ -759,3 +759,113 @@ def _check_window(what: str, start: datetime, end: datetime) -> None:
         raise LedgerError(f"The {what} dates need a time zone.")
     if end <= start:
         raise LedgerError(f"The {what} ends before it starts ({start:%Y-%m-%d} to {end:%Y-%m-%d}).")
+
+
+# -- reading, for the API (every query scoped by the caller's identity) ---------------------
+
+
+def project_view(p: Project, bal: Balance, scheme: Scheme) -> dict:
+    return {
+        "project": p.slug,
+        "name": p.name,
+        "organisation": p.organisation,
+        "policy": p.policy,
+        "subsidy_rate_bp": scheme.subsidy_rate_bp,
+        "allowed_slice_types": json.loads(p.allowed_slice_types),
+        "valid_from": p.valid_from.isoformat(),
+        "valid_until": p.valid_until.isoformat(),
+        "is_course": p.is_course,
+        "grants_cents": bal.grants_cents,
+        "subsidy_charged_cents": bal.subsidy_charged_cents,
+        "subsidy_held_cents": bal.subsidy_held_cents,
+        "subsidy_left_cents": bal.subsidy_left_cents,
+        "copay_charged_cents": bal.copay_charged_cents,
+        "credit_limit_cents": bal.credit_limit_cents,
+        "credit_left_cents": bal.credit_left_cents,
+    }
+
+
+def session_view(s: Session, project_slug: str) -> dict:
+    return {
+        "id": s.id,
+        "project": project_slug,
+        "user": s.username,
+        "server_name": s.server_name,
+        "slice_type": s.slice_type,
+        "status": s.status,
+        "started_at": s.started_at.isoformat(),
+        "end_at": s.end_at.isoformat(),
+        "stopped_at": s.stopped_at.isoformat() if s.stopped_at else None,
+        "hold_list_cents": s.hold_list_cents,
+        "hold_subsidy_cents": s.hold_subsidy_cents,
+        "charged_list_cents": s.charged_list_cents,
+        "charged_subsidy_cents": s.charged_subsidy_cents,
+        "charged_copay_cents": s.charged_list_cents - s.charged_subsidy_cents,
+        "metered_until": s.metered_until.isoformat(),
+    }
+
+
+class LedgerReader:
+    """Read-only queries behind the REST API."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def projects(self, username: str | None, now: datetime) -> list[dict]:
+        """The projects `username` belongs to (None: all, for staff), with balances."""
+        with self.ledger.session() as db:
+            q = select(Project).order_by(Project.slug)
+            if username is not None:
+                q = q.join(Member, Member.project_id == Project.id).where(
+                    Member.username == username
+                )
+            out = []
+            for p in db.scalars(q).all():
+                bal = self.ledger._balance(db, p, now)
+                out.append(project_view(p, bal, db.get(Scheme, p.scheme_id)))
+            return out
+
+    def is_member(self, username: str, project: str) -> bool:
+        with self.ledger.session() as db:
+            return bool(
+                db.scalar(
+                    select(Member.id)
+                    .join(Project, Project.id == Member.project_id)
+                    .where(Project.slug == project, Member.username == username)
+                )
+            )
+
+    def sessions(self, username: str | None, project: str | None, active_only=False) -> list:
+        with self.ledger.session() as db:
+            q = select(Session, Project.slug).join(Project, Project.id == Session.project_id)
+            if username is not None:
+                q = q.where(Session.username == username)
+            if project is not None:
+                q = q.where(Project.slug == project)
+            if active_only:
+                q = q.where(Session.status == "active")
+            rows = db.execute(q.order_by(Session.id.desc()).limit(500)).all()
+            return [session_view(s, slug) for s, slug in rows]
+
+    def warnings(self, username: str | None, since_id: int = 0) -> list[dict]:
+        with self.ledger.session() as db:
+            q = (
+                select(SessionWarning, Session)
+                .join(Session, Session.id == SessionWarning.session_id)
+                .where(SessionWarning.id > since_id)
+            )
+            if username is not None:
+                q = q.where(Session.username == username)
+            rows = db.execute(q.order_by(SessionWarning.id)).all()
+            return [
+                {
+                    "id": w.id,
+                    "session": s.id,
+                    "user": s.username,
+                    "server_name": s.server_name,
+                    "level": w.level,
+                    "message": w.message,
+                    "created_at": w.created_at.isoformat(),
+                }
+                for w, s in rows
+            ]

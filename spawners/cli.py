@@ -3,6 +3,7 @@
     slicehub demo [--config FILE]        start the hub on the embedded default (127.0.0.1:8000)
     slicehub check-site FILE             check a site file; say what it offers
     slicehub slices [--site F] [--db U]  the inventory and who holds what
+    slicehub admin|statement|report …    the subsidy ledger (quota.cli)
 
 Errors in what the operator typed or wrote go to stderr as one sentence, exit status 2.
 """
@@ -14,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from quota.cli import add_commands as add_ledger_commands
 from quota.money import format_money
 
 from .site import Site, SiteError, load_site
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--site", type=Path, default=Path(os.environ.get("SLICEHUB_SITE", DEFAULT_SITE)))
     p.add_argument("--db", default=f"sqlite:///{REPO / '.data' / 'slicehub.sqlite'}")
     p.set_defaults(run=_slices)
+    add_ledger_commands(sub)  # admin, statement, report
     args = parser.parse_args(argv)
     return args.run(args)
 

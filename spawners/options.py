@@ -15,9 +15,10 @@ from typing import Any
 
 from .site import Site, SliceType
 
-ALLOWED_KEYS = ("slice_type", "duration_hours")
+ALLOWED_KEYS = ("project", "slice_type", "duration_hours")
 FORM_ONLY_KEYS = ("_xsrf",)  # JupyterHub's spawn page adds its CSRF token to the form data
 _NAME = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class OptionsError(ValueError):
@@ -28,9 +29,13 @@ class OptionsError(ValueError):
 class SliceOptions:
     slice_type: SliceType
     duration_minutes: int
+    project: str | None = None  # None: the user's only project, found at start
 
     def to_user_options(self) -> dict:
-        return {"slice_type": self.slice_type.name, "duration_hours": self.duration_minutes / 60}
+        out = {"slice_type": self.slice_type.name, "duration_hours": self.duration_minutes / 60}
+        if self.project:
+            out["project"] = self.project
+        return out
 
 
 def _show(value: Any) -> str:
@@ -74,7 +79,15 @@ def validate_options(raw: Any, site: Site) -> SliceOptions:
             f"A session lasts from {_duration(limits.min_minutes)} to "
             f"{_duration(limits.max_minutes)}; {_show(hours)} hours is outside that."
         )
-    return SliceOptions(slice_type, minutes)
+    project = raw.get("project")
+    if project is not None:
+        if not isinstance(project, str):
+            raise OptionsError(f"project must be a string, not {type(project).__name__}.")
+        if project == "":
+            project = None
+        elif not _PROJECT.match(project):
+            raise OptionsError(f"{_show(project)} is not a project id.")
+    return SliceOptions(slice_type, minutes, project)
 
 
 def options_from_form(formdata: dict[str, list[str]]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 from jupyterhub import orm
 from tornado import web
-from traitlets import Integer, Unicode, default
+from traitlets import Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from quota import clock
@@ -27,6 +27,7 @@ from quota.money import format_money
 from .allocator import Assignment
 from .manager import NoSliceFree, SliceManager
 from .options import OptionsError, SliceOptions, options_from_form, validate_options
+from .quota_client import QuotaClient
 
 STATE_VERSION = 1
 TEMPLATES = Path(__file__).parent / "templates"
@@ -102,6 +103,31 @@ class SliceSpawnerMixin(LoggingConfigurable):
         """,
     )
 
+    quota_url = Unicode(
+        "",
+        config=True,
+        help="""URL of the quota service's API root, as the hub reaches it.
+
+        Default: "" (no ledger: slices are handed out without holds, for tests of the
+        allocator alone). Example: "http://127.0.0.1:10101/services/quota/".
+        """,
+    )
+
+    quota_token = Unicode(
+        os.environ.get("SLICEHUB_QUOTA_TOKEN", ""),
+        config=True,
+        help="""API token with the custom:quota:holds scope, used to open and release holds.
+
+        Default: the SLICEHUB_QUOTA_TOKEN environment variable.
+        """,
+    )
+
+    quota_timeout = Float(
+        10.0,
+        config=True,
+        help="""Seconds to wait for the quota service before refusing a start. Default: 10.""",
+    )
+
     reconcile_interval = Integer(
         300,
         config=True,
@@ -152,6 +178,28 @@ class SliceSpawnerMixin(LoggingConfigurable):
     slice_options: SliceOptions | None = None
     assignment: Assignment | None = None
     session_end = None
+    ledger_session: dict | None = None  # the quota service's view of this start's hold
+
+    @property
+    def quota(self) -> QuotaClient | None:
+        if not self.quota_url:
+            return None
+        return QuotaClient(self.quota_url, self.quota_token, self.quota_timeout)
+
+    async def _project_for(self, options: SliceOptions) -> str:
+        if options.project:
+            return options.project
+        projects = await self.quota.projects(self.user.name)
+        if len(projects) == 1:
+            return projects[0]["project"]
+        if not projects:
+            raise web.HTTPError(
+                403,
+                f"{self.user.name} is not a member of any project, so no session can be paid "
+                "for. Ask your PI or the centre's staff to add you.",
+            )
+        names = ", ".join(p["project"] for p in projects)
+        raise web.HTTPError(400, f"Choose the project to charge (project): one of {names}.")
 
     def check_options(self, user_options) -> SliceOptions:
         try:
@@ -181,6 +229,26 @@ class SliceSpawnerMixin(LoggingConfigurable):
                     "declared": st.shape.kind != "cpu" and manager.inventory.declared,
                 }
             )
+        projects, quota_problem = [], None
+        if self.quota is not None:
+            try:
+                projects = await self.quota.projects(self.user.name)
+            except web.HTTPError as e:
+                quota_problem = e.log_message
+            if not projects and not quota_problem:
+                quota_problem = (
+                    "You are not a member of any project yet, so no session can be paid for. "
+                    "Ask your PI or the centre's staff to add you."
+                )
+        project_rows = [
+            {
+                "id": p["project"],
+                "name": p["name"],
+                "left": format_money(p["subsidy_left_cents"]),
+                "rate": f"{p['subsidy_rate_bp'] / 100:g}%",
+            }
+            for p in projects
+        ]
         selected = previous.get("slice_type")
         if selected not in {r["name"] for r in rows if r["free"]}:
             selected = next((r["name"] for r in rows if r["free"]), None)
@@ -200,6 +268,9 @@ class SliceSpawnerMixin(LoggingConfigurable):
             else ("options_form.html.j2")
         )
         return env.get_template(name).render(
+            projects=project_rows,
+            selected_project=previous.get("project"),
+            quota_problem=quota_problem,
             rows=rows,
             selected=selected,
             declared=manager.inventory.declared,
@@ -221,11 +292,28 @@ class SliceSpawnerMixin(LoggingConfigurable):
         self.slice_options = options
         self.session_end = clock.utcnow() + timedelta(minutes=options.duration_minutes)
         st = options.slice_type
-        self._progress_event(10, f"Reserving a {st.name} slice")
+        await self._release_hold()  # a hold left by a server that died unnoticed
+        if self.quota is not None:
+            project = await self._project_for(options)
+            self._progress_event(5, f"Holding the cost of {st.name} for project {project}")
+            self.ledger_session = await self.quota.hold(
+                project, self.user.name, self.name, st.name, options.duration_minutes
+            )
+            self.session_end = datetime.fromisoformat(self.ledger_session["end_at"])
+            self._progress_event(
+                10,
+                f"Held {format_money(self.ledger_session['hold_list_cents'])} at list price "
+                f"for project {project}; the session ends at {self.session_end:%H:%M} UTC",
+            )
+        self._progress_event(15, f"Reserving a {st.name} slice")
         try:
             assignment = await self.slices.reserve(self.holder, st, self.session_end)
         except NoSliceFree as e:
+            await self._release_hold()
             raise web.HTTPError(409, str(e)) from None
+        except BaseException:
+            await self._release_hold()
+            raise
         self.assignment = assignment
         where = assignment.node
         if assignment.devices:
@@ -238,6 +326,21 @@ class SliceSpawnerMixin(LoggingConfigurable):
     async def release_slice(self) -> None:
         self.assignment = None
         await self.slices.release(self.holder)
+        await self._release_hold()
+
+    async def _release_hold(self) -> None:
+        held, self.ledger_session = self.ledger_session, None
+        if held and self.quota is not None:
+            try:
+                await self.quota.release(held["id"])
+                self.log.info("Released ledger session %s of %s", held["id"], self.holder)
+            except Exception:
+                self.log.exception(
+                    "Could not release ledger session %s of %s; the quota "
+                    "service closes it when the session ends",
+                    held["id"],
+                    self.holder,
+                )
 
     def slice_env(self) -> dict[str, str]:
         a, opts = self.assignment, self.slice_options
@@ -254,7 +357,22 @@ class SliceSpawnerMixin(LoggingConfigurable):
             "SLICEHUB_CPUS": str(st.cpus),
             "SLICEHUB_MEMORY_BYTES": str(st.memory_bytes),
             "SLICEHUB_DEVICES_DECLARED": "1" if a.declared and a.devices else "0",
+            "SLICEHUB_PROJECT": (self.ledger_session or {}).get("project", ""),
+            "SLICEHUB_LEDGER_SESSION": str((self.ledger_session or {}).get("id", "")),
         }
+
+    async def poll(self):
+        """As the spawner below polls; when the server is found gone outside a start or stop
+        (a crash, a kill behind the hub's back), release its slice and hold at once: JupyterHub
+        does not call stop() for a server that is already dead."""
+        status = await super().poll()
+        if status is not None and not (self._spawn_pending or self._start_pending):
+            if self.ledger_session or self.slices.adopt(self.holder):
+                self.log.warning(
+                    "%s is gone (exit status %s); releasing its slice and hold", self.holder, status
+                )
+                await self.release_slice()
+        return status
 
     async def progress(self):
         """Slicehub's own steps first, then whatever the spawner below reports."""
@@ -278,6 +396,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
                 "assignment": self.assignment.to_dict(),
                 "options": self.slice_options.to_user_options(),
                 "session_end": clock.isoformat(self.session_end),
+                "ledger_session": self.ledger_session,
             }
         return state
 
@@ -299,6 +418,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
             self.assignment = Assignment.from_dict(saved["assignment"])
             self.slice_options = validate_options(saved["options"], self.slices.site)
             self.session_end = datetime.fromisoformat(saved["session_end"])
+            self.ledger_session = saved.get("ledger_session")
         except (KeyError, ValueError, TypeError) as e:
             self.log.error("Could not read the Slicehub state of %s: %s", self.holder, e)
             return
@@ -316,6 +436,8 @@ class SliceSpawnerMixin(LoggingConfigurable):
         self.assignment = None
         self.slice_options = None
         self.session_end = None
+        # ledger_session survives: LocalProcessSpawner.poll clears state as soon as the process
+        # is gone (a crash, or during stop), and the hold must still be released afterwards
 
     # -- reconcile -------------------------------------------------------------------------
 

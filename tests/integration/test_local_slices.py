@@ -23,13 +23,15 @@ import pytest
 import requests
 
 from quota import clock
+from quota.demo import seed_if_empty
+from quota.ledger import Ledger
 from spawners.manager import SliceManager
 from spawners.site import load_site
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-THREE_G = {"slice_type": "h100.3g.40gb", "duration_hours": 1}
+THREE_G = {"project": "demo-lab", "slice_type": "h100.3g.40gb", "duration_hours": 1}
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
@@ -37,7 +39,18 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     cfg.write_text(
         f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n"
         "c.JupyterHub.cleanup_servers = False\n"
-        "c.Authenticator.allowed_users = {'alice', 'bob', 'carol', 'staff'}\n" + extra
+        "c.Authenticator.allowed_users = {'alice', 'bob', 'carol', 'staff'}\n"
+        # carol joins the demo's seeded project (the ledger lives in SLICEHUB_DATA_DIR)
+        "import os\n"
+        "from quota import clock\n"
+        "from quota.ledger import Ledger, LedgerError\n"
+        "_db = os.path.join(os.environ['SLICEHUB_DATA_DIR'], 'ledger.sqlite')\n"
+        "_l = Ledger('sqlite:///' + _db)\n"
+        "try:\n"
+        "    _l.add_member('tests', 'demo-lab', 'carol', clock.utcnow())\n"
+        "except LedgerError:\n"
+        "    pass\n"
+        "_l.dispose()\n" + extra
     )
     return cfg
 
@@ -178,11 +191,21 @@ def test_the_form_shows_prices_and_free_counts(demo_hub):
     assert "2 of 2" in page  # both 3g.40gb free
     assert "none free" in page  # bob holds the one whole H100
     assert "declared" in page
+    # alice is in two projects: the form asks which, with what each has left
+    assert 'name="project"' in page
+    # bob's running h100x1 holds 2 h x HK$38.50 x 70% = HK$53.90 of demo-lab's HK$500.00
+    assert "Demo research lab (demo-lab): HK$446.10 of subsidy left, 70% subsidised" in page
+    assert "vision-group" in page
     # the form posts through the same validation as the REST API
     xsrf = session.cookies.get("_xsrf")
     r = session.post(
         f"{hub.url}/hub/spawn",
-        data={"slice_type": "h100.1g.10gb", "duration_hours": "0.5", "_xsrf": xsrf},
+        data={
+            "project": "demo-lab",
+            "slice_type": "h100.1g.10gb",
+            "duration_hours": "0.5",
+            "_xsrf": xsrf,
+        },
     )
     hub.wait_for_server("alice")
     assert server_env(hub, "alice")["SLICEHUB_SLICE_TYPE"] == "h100.1g.10gb"
@@ -285,6 +308,14 @@ def test_servers_run_as_the_users_unix_account(hub_factory, tmp_path):
         .read_text()
         .replace('run_as = "hub-user"', 'run_as = "unix-users"')
     )
+    # a site that runs servers as Unix users is not the demo: its ledger is set up by staff
+    data = tmp_path / "data"
+    data.mkdir()
+    ledger = Ledger(f"sqlite:///{data / 'ledger.sqlite'}")
+    ledger.upgrade()
+    seed_if_empty(ledger, {t.name: t.price_cents for t in load_site(site).slice_types.values()})
+    ledger.add_member("tests", "demo-lab", name, clock.utcnow())
+    ledger.dispose()
     cfg = write_config(tmp_path, f"c.Authenticator.allowed_users = {{{name!r}}}\n")
     hub = hub_factory(
         cfg, env={"SLICEHUB_DATA_DIR": str(tmp_path / "data"), "SLICEHUB_SITE": str(site)}
@@ -307,7 +338,7 @@ def test_a_start_that_fails_after_reserving_releases_the_slice(hub_factory, tmp_
     cfg = write_config(tmp_path, "c.Spawner.cmd = ['/nonexistent/jupyterhub-singleuser']\n")
     hub = hub_factory(cfg, env={"SLICEHUB_DATA_DIR": str(data)})
     hub.create_user("alice")
-    r = hub.start_server("alice", {"slice_type": "h100x1"})
+    r = hub.start_server("alice", {"project": "demo-lab", "slice_type": "h100x1"})
     assert r.status_code >= 400 or hub.server_model("alice") is None
     deadline = time.monotonic() + 20
     while hub.server_model("alice") is not None and time.monotonic() < deadline:

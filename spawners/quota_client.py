@@ -1,0 +1,88 @@
+"""How a spawner talks to the quota service: hold before a start, release after a stop.
+
+Every failure becomes a sentence for the user. A refusal from the ledger is passed on with its
+status ("Project ai-lab has HK$41.20 of subsidy left; …"); a quota service that does not answer
+refuses new starts (nothing can be paid for) but never touches running servers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import quote
+
+from jupyterhub.utils import exponential_backoff, url_path_join
+from tornado import web
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+log = logging.getLogger("slicehub.quota_client")
+
+DOWN = (
+    "The quota service is not answering, so no new session can start right now; running "
+    "sessions are not affected. Please try again in a minute."
+)
+
+
+class QuotaClient:
+    def __init__(self, url: str, token: str, timeout: float = 10):
+        self.url = url
+        self.token = token
+        self.timeout = timeout
+
+    async def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        req = HTTPRequest(
+            url_path_join(self.url, path),
+            method=method,
+            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
+            body=json.dumps(body) if body is not None else None,
+            request_timeout=self.timeout,
+            connect_timeout=self.timeout,
+        )
+        try:
+            r = await AsyncHTTPClient().fetch(req)
+        except HTTPClientError as e:
+            if e.response is None or (e.code >= 500 and e.code != 503):
+                raise web.HTTPError(503, DOWN) from None
+            try:
+                message = json.loads(e.response.body)["message"]
+            except (ValueError, KeyError, TypeError):
+                message = f"The quota service refused the request ({e.code})."
+            raise web.HTTPError(e.code, message) from None
+        except OSError:
+            raise web.HTTPError(503, DOWN) from None
+        return json.loads(r.body) if r.body else {}
+
+    async def projects(self, user: str) -> list[dict]:
+        return (await self._call("GET", f"api/projects?user={quote(user)}"))["projects"]
+
+    async def hold(self, project, user, server_name, slice_type, minutes) -> dict:
+        return await self._call(
+            "POST",
+            "api/holds",
+            {
+                "project": project,
+                "user": user,
+                "server_name": server_name,
+                "slice_type": slice_type,
+                "duration_minutes": minutes,
+            },
+        )
+
+    async def release(self, session_id: int, attempts_timeout: float = 60) -> None:
+        """Release with retries: a stopped server must stop being charged."""
+
+        async def attempt():
+            try:
+                await self._call("POST", f"api/sessions/{int(session_id)}/release", {})
+                return True
+            except web.HTTPError as e:
+                if e.status_code == 503:
+                    log.warning(
+                        "Releasing ledger session %s: quota service down; retrying", session_id
+                    )
+                    return False
+                raise
+
+        await exponential_backoff(
+            attempt, f"could not release ledger session {session_id}", timeout=attempts_timeout
+        )

@@ -1,0 +1,191 @@
+"""The quota service with a real hub: holds before a start, refusals in HK$, release at stop,
+warnings and the stop at the end, a user's view limited to their own projects, and a service
+that is down refusing new starts while running servers keep running."""
+
+import os
+import signal
+import sqlite3
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def quota_hub(hub_factory, tmp_path):
+    site = tmp_path / "site.toml"
+    site.write_text(
+        (REPO / "hub_config" / "demo-site.toml")
+        .read_text()
+        .replace("min_minutes = 15", "min_minutes = 1")
+    )
+    cfg = tmp_path / "config.py"
+    cfg.write_text(
+        f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n"
+        "c.LocalSliceSpawner.quota_timeout = 3\n"
+    )
+    data = tmp_path / "data"
+    hub = hub_factory(
+        cfg,
+        env={
+            "SLICEHUB_DATA_DIR": str(data),
+            "SLICEHUB_SITE": str(site),
+            "SLICEHUB_METER_INTERVAL": "1",
+        },
+    )
+    for u in ("alice", "bob", "staff"):
+        hub.create_user(u)
+    return hub, data
+
+
+def token_for(hub, user):
+    r = hub.api("POST", f"/users/{user}/tokens", json={"note": "test"})
+    assert r.status_code == 201, r.text
+    return r.json()["token"]
+
+
+def quota_get(hub, token, path):
+    s = requests.Session()
+    s.trust_env = False
+    return s.get(
+        f"{hub.url}/services/quota/api/{path}",
+        headers={"Authorization": f"token {token}"},
+        timeout=30,
+    )
+
+
+def ledger_rows(data, sql):
+    with sqlite3.connect(data / "ledger.sqlite") as db:
+        return db.execute(sql).fetchall()
+
+
+def test_a_start_is_held_charged_and_released(quota_hub):
+    hub, data = quota_hub
+    r = hub.start_server("bob", {"slice_type": "h100.1g.10gb", "duration_hours": 1})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server("bob")
+    ((sid, status, hold, _end_at),) = ledger_rows(
+        data, "SELECT id, status, hold_list_cents, end_at FROM sessions WHERE username='bob'"
+    )
+    assert status == "active" and hold == 550  # HK$5.50 for one hour of h100.1g.10gb
+    pid = hub.api("GET", "/users/bob").json()["servers"][""]["state"]["pid"]
+    env = psutil.Process(pid).environ()
+    assert env["SLICEHUB_PROJECT"] == "demo-lab" and env["SLICEHUB_LEDGER_SESSION"] == str(sid)
+    time.sleep(2.5)  # a few metering ticks
+    charged = ledger_rows(data, f"SELECT sum(list_cents) FROM charges WHERE session_id={sid}")
+    assert charged[0][0] is not None
+    hub.stop_server("bob")
+    ((status, stopped),) = ledger_rows(
+        data, f"SELECT status, stopped_at FROM sessions WHERE id={sid}"
+    )
+    assert status == "stopped" and stopped is not None
+
+
+def test_a_project_that_cannot_pay_is_refused_with_the_amounts(quota_hub):
+    hub, data = quota_hub
+    r = hub.start_server(
+        "alice", {"project": "vision-group", "slice_type": "h100x1", "duration_hours": 12}
+    )
+    assert r.status_code == 402, r.text
+    assert r.json()["message"] == (
+        "Project vision-group has HK$200.00 of subsidy left; a h100x1 slice for 12 h needs "
+        "HK$323.40 of subsidy (HK$462.00 at list price)."
+    )
+    assert hub.server_model("alice") is None
+    assert ledger_rows(data, "SELECT count(*) FROM sessions") == [(0,)]
+    with sqlite3.connect(data / "slicehub.sqlite") as db:
+        assert db.execute("SELECT count(*) FROM slice_reservations").fetchone() == (0,)
+    # alice is in two projects: without one the start asks which
+    r = hub.start_server("alice", {"slice_type": "cpu"})
+    assert r.status_code == 400 and "Choose the project to charge" in r.json()["message"]
+    # a project she is not in
+    r = hub.start_server("bob", {"project": "vision-group", "slice_type": "cpu"})
+    assert r.status_code == 403 and "bob is not a member of project vision-group" in r.text
+
+
+def test_users_see_their_own_projects_and_staff_see_all(quota_hub):
+    hub, _data = quota_hub
+    alice, bob, staff = (token_for(hub, u) for u in ("alice", "bob", "staff"))
+    mine = quota_get(hub, alice, "projects").json()["projects"]
+    assert sorted(p["project"] for p in mine) == ["demo-lab", "vision-group"]
+    assert [p["project"] for p in quota_get(hub, bob, "projects").json()["projects"]] == [
+        "demo-lab"
+    ]
+    r = quota_get(hub, bob, "projects/vision-group")
+    assert r.status_code == 403 and "not a member" in r.json()["message"]
+    assert quota_get(hub, bob, "sessions?project=vision-group").status_code == 403
+    assert len(quota_get(hub, staff, "projects").json()["projects"]) == 2
+    assert quota_get(hub, bob, "holds").status_code in (403, 405)
+    metrics = quota_get(hub, staff, "../metrics")
+    assert metrics.status_code == 200 and "slicehub_subsidy_left_cents" in metrics.text
+    assert quota_get(hub, bob, "../metrics").status_code == 403
+
+
+def test_warnings_then_a_graceful_stop_at_the_end(quota_hub):
+    hub, data = quota_hub
+    r = hub.start_server("bob", {"slice_type": "cpu", "duration_hours": 1 / 60})  # one minute
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server("bob")
+    bob = token_for(hub, "bob")
+    deadline = time.monotonic() + 120
+    while hub.server_model("bob") is not None and time.monotonic() < deadline:
+        time.sleep(1)
+    assert hub.server_model("bob") is None, "the hub did not stop the server at the end"
+    levels = {w["level"] for w in quota_get(hub, bob, "warnings").json()["warnings"]}
+    assert {"budget-80", "budget-95", "end-10min"} <= levels
+    ((status, hold, charged, end_at, stopped),) = ledger_rows(
+        data,
+        "SELECT status, hold_list_cents, charged_list_cents, end_at, stopped_at "
+        "FROM sessions WHERE username='bob'",
+    )
+    assert status == "stopped" and charged == hold and stopped == end_at  # overshoot zero
+
+
+def test_quota_service_down_refuses_starts_and_spares_running_servers(quota_hub):
+    hub, _data = quota_hub
+    assert hub.start_server("bob", {"slice_type": "cpu"}).status_code in (201, 202)
+    hub.wait_for_server("bob")
+    service = next(
+        p
+        for p in psutil.Process(hub.proc.pid).children(recursive=True)
+        if "quota.service" in " ".join(p.cmdline())
+    )
+    os.kill(service.pid, signal.SIGSTOP)
+    try:
+        r = hub.start_server("alice", {"project": "demo-lab", "slice_type": "cpu"})
+        assert r.status_code == 503
+        assert "quota service is not answering" in r.json()["message"]
+        assert hub.server_model("alice") is None
+        assert hub.get("/user/bob/api/status").status_code == 200  # still running
+    finally:
+        os.kill(service.pid, signal.SIGCONT)
+    hub.stop_server("bob")
+
+
+def test_a_server_that_dies_is_charged_until_it_died_and_released(quota_hub):
+    hub, data = quota_hub
+    assert hub.start_server("bob", {"slice_type": "cpu", "duration_hours": 2}).status_code in (
+        201,
+        202,
+    )
+    hub.wait_for_server("bob")
+    pid = hub.api("GET", "/users/bob").json()["servers"][""]["state"]["pid"]
+    os.kill(pid, signal.SIGKILL)  # behind the hub's back
+    deadline = time.monotonic() + 90  # the hub polls servers every 30 s
+    while hub.server_model("bob") is not None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert hub.server_model("bob") is None
+    deadline = time.monotonic() + 10
+    while ledger_rows(data, "SELECT status FROM sessions WHERE username='bob'") != [("stopped",)]:
+        assert time.monotonic() < deadline, "the ledger session was not released"
+        time.sleep(0.2)
+    ((charged, hold),) = ledger_rows(
+        data, "SELECT charged_list_cents, hold_list_cents FROM sessions WHERE username='bob'"
+    )
+    assert charged < hold  # paid for the minutes it ran, not for the two hours held
