@@ -25,6 +25,8 @@ from __future__ import annotations
 import bisect
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -112,6 +114,27 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run several Ledger calls as one transaction: all of them are written, or none
+        (a course and its roster, say). Each call's own transaction becomes a SAVEPOINT inside
+        one outer transaction on one connection. For one thread at a time (the CLI)."""
+        with self.engine.connect() as conn:
+            outer = conn.begin()
+            original = self.session
+            self.session = sessionmaker(
+                bind=conn, expire_on_commit=False, join_transaction_mode="create_savepoint"
+            )
+            try:
+                yield
+            except BaseException:
+                outer.rollback()
+                raise
+            else:
+                outer.commit()
+            finally:
+                self.session = original
 
     # -- lookups ---------------------------------------------------------------------------
 

@@ -155,12 +155,26 @@ def make_app(ledger: Ledger, prefix: str = "/services/quota/") -> web.Applicatio
     )
 
 
+async def _with_backoff(fn, what: str) -> None:
+    """Retry a start-up step (the database may be restarting too) instead of exiting and
+    being restarted by the hub in a tight loop."""
+    delay = 1.0
+    while True:
+        try:
+            await asyncio.to_thread(fn)
+            return
+        except Exception as e:
+            log.error("Cannot reach %s (%s); retrying in %.0f s", what, e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 60)
+
+
 async def serve() -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s"
     )
     ledger = Ledger(os.environ.get("SLICEHUB_LEDGER_URL", "sqlite:///slicehub-ledger.sqlite"))
-    await asyncio.to_thread(ledger.upgrade)
+    await _with_backoff(ledger.upgrade, "the ledger database")
     prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/quota/")
     url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
     app = make_app(ledger, prefix)

@@ -189,3 +189,58 @@ def test_a_server_that_dies_is_charged_until_it_died_and_released(quota_hub):
         data, "SELECT charged_list_cents, hold_list_cents FROM sessions WHERE username='bob'"
     )
     assert charged < hold  # paid for the minutes it ran, not for the two hours held
+
+
+def test_kill_9_of_the_service_and_the_hub_loses_and_doubles_nothing(hub_factory, tmp_path):
+    from quota import clock
+    from quota.ledger import Ledger
+    from tests.unit.test_ledger_properties import check_ledger
+
+    cfg = tmp_path / "config.py"
+    cfg.write_text(
+        f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n"
+        "c.JupyterHub.cleanup_servers = False\n"
+    )
+    data = tmp_path / "data"
+    hub = hub_factory(cfg, env={"SLICEHUB_DATA_DIR": str(data), "SLICEHUB_METER_INTERVAL": "0.5"})
+    hub.create_user("bob")
+    assert hub.start_server("bob", {"slice_type": "h100x1"}).status_code in (201, 202)
+    hub.wait_for_server("bob")
+
+    def service():
+        for p in psutil.Process(hub.proc.pid).children(recursive=True):
+            try:
+                if p.status() != psutil.STATUS_ZOMBIE and "quota.service" in " ".join(p.cmdline()):
+                    return p
+            except psutil.Error:
+                continue
+        raise StopIteration
+
+    ledger = Ledger(f"sqlite:///{data / 'ledger.sqlite'}")
+    first = service()
+    time.sleep(1.2)
+    first.kill()  # kill -9 the quota service mid-metering; the hub restarts it
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if service().pid != first.pid:
+                break
+        except StopIteration:
+            pass
+        assert time.monotonic() < deadline, "the hub did not restart the quota service"
+        time.sleep(0.5)
+    time.sleep(2)
+    ((metered_until,),) = ledger_rows(data, "SELECT metered_until FROM sessions")
+    check_ledger(ledger, clock.utcnow())  # caught up: charges tile the session exactly
+    hub.stop(sig=signal.SIGKILL)  # kill -9 the hub; bob's server and the old service live on
+    time.sleep(1)
+    hub.start()
+    assert hub.server_model("bob")["ready"]
+    time.sleep(1.5)
+    check_ledger(ledger, clock.utcnow())
+    hub.stop_server("bob")
+    check_ledger(ledger, clock.utcnow())
+    assert ledger_rows(data, "SELECT status FROM sessions") == [("stopped",)]
+    assert ledger.balance("demo-lab", clock.utcnow()).subsidy_held_cents == 0
+    assert metered_until is not None
+    ledger.dispose()

@@ -59,7 +59,7 @@ def build(url: str) -> Ledger:
     return ledger
 
 
-def check_ledger(ledger: Ledger) -> None:
+def check_ledger(ledger: Ledger, at: datetime | None = None) -> None:
     with ledger.session() as db:
         for p in db.scalars(select(Project)).all():
             grants = db.scalar(select(func.sum(Grant.amount_cents)).where(Grant.project_id == p.id))
@@ -69,7 +69,7 @@ def check_ledger(ledger: Ledger) -> None:
                 )
             )
             assert subsidy <= grants, f"{p.slug}: subsidy {subsidy} > grants {grants}"
-            bal = ledger._balance(db, p, T0 + timedelta(days=1))
+            bal = ledger._balance(db, p, at or T0 + timedelta(days=1))
             assert bal.subsidy_left_cents >= 0
             assert bal.credit_used_cents <= p.credit_limit_cents
         for c in db.scalars(select(Charge)).all():
