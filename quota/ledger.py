@@ -554,6 +554,12 @@ class Ledger:
         raise LedgerError(f"Course {p.slug} is outside its class windows now.{when}", 403)
 
     def _member_used(self, db, p: Project, username: str) -> int:
+        charged, held = self.member_draw(db, p, username)
+        return charged + held
+
+    @staticmethod
+    def member_draw(db, p: Project, username: str) -> tuple[int, int]:
+        """Subsidy `username` has drawn from `p`: (charged, still held by active sessions)."""
         charged = db.scalar(
             select(func.coalesce(func.sum(Charge.subsidy_cents), 0))
             .join(Session, Session.id == Charge.session_id)
@@ -565,10 +571,12 @@ class Ledger:
                     func.sum(Session.hold_subsidy_cents - Session.charged_subsidy_cents), 0
                 )
             ).where(
-                Session.project_id == p.id, Session.username == username, Session.status == "active"
+                Session.project_id == p.id,
+                Session.username == username,
+                Session.status == "active",
             )
         )
-        return int(charged) + int(held)
+        return int(charged), int(held)
 
     # -- metering --------------------------------------------------------------------------
 

@@ -373,22 +373,9 @@ def member_usage(ledger: Ledger, project: str, username: str) -> MemberUsage:
         m = db.scalar(select(Member).where(Member.project_id == p.id, Member.username == username))
         if m is None:
             raise LedgerError(f"{username} is not a member of project {project}.", 404)
-        charged = db.scalar(
-            select(func.coalesce(func.sum(Charge.subsidy_cents), 0))
-            .join(Session, Session.id == Charge.session_id)
-            .where(Session.project_id == p.id, Session.username == username)
-        )
-        held = db.scalar(
-            select(
-                func.coalesce(
-                    func.sum(Session.hold_subsidy_cents - Session.charged_subsidy_cents), 0
-                )
-            ).where(
-                Session.project_id == p.id, Session.username == username, Session.status == "active"
-            )
-        )
+        charged, held = Ledger.member_draw(db, p, username)
         cap = m.cap_cents if m.cap_cents is not None else p.member_cap_cents
-        return MemberUsage(p.slug, username, m.role, cap, int(charged), int(held))
+        return MemberUsage(p.slug, username, m.role, cap, charged, held)
 
 
 def recent_audit(ledger: Ledger, limit: int = 20) -> list[AuditEntry]:
