@@ -70,19 +70,21 @@ def test_kill_9_during_metering_loses_and_doubles_nothing(tmp_path):
         ledger.open_session("lab", f"u{i}", "", "h100.1g.10gb", timedelta(hours=1), clock.utcnow())
     rng = random.Random(7)
     workers = [start_worker(url)]
-    for trial in range(8):
-        time.sleep(rng.uniform(0.05, 0.6))
-        victim = workers.pop(rng.randrange(len(workers)))
-        victim.send_signal(signal.SIGKILL)
-        victim.wait()
-        workers.append(start_worker(url))
-        if trial % 3 == 0:  # a second metering process at once, for a while
+    try:
+        for trial in range(8):
+            time.sleep(rng.uniform(0.05, 0.6))
+            victim = workers.pop(rng.randrange(len(workers)))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait()
             workers.append(start_worker(url))
-        check_ledger(ledger, clock.utcnow())
-    time.sleep(0.5)
-    for w in workers:
-        w.send_signal(signal.SIGKILL)
-        w.wait()
+            if trial % 3 == 0:  # a second metering process at once, for a while
+                workers.append(start_worker(url))
+            check_ledger(ledger, clock.utcnow())
+        time.sleep(0.5)
+    finally:  # never leave a metering process behind, whatever failed
+        for w in workers:
+            w.send_signal(signal.SIGKILL)
+            w.wait()
     with ledger.session() as db:
         ids = db.scalars(select(LedgerSession.id)).all()
     for sid in ids:
