@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session as DBSession
 from sqlalchemy.orm import sessionmaker
 
@@ -46,6 +46,7 @@ from .models import (
     Scheme,
     Session,
     SessionWarning,
+    UTCDateTime,
 )
 from .money import format_money
 from .pricing import BASIS_POINTS, PricePoint, PriceSchedule, split_increment, subsidy_of
@@ -581,31 +582,44 @@ class Ledger:
     # -- metering --------------------------------------------------------------------------
 
     def meter(self, now: datetime, session_ids: list[int] | None = None) -> MeterResult:
-        """Charge every active session up to min(now, its end). Safe to repeat and to race."""
+        """Charge every active session up to min(now, its end). Safe to repeat and to race.
+
+        One transaction for the whole tick, written in bulk: the sessions it charges are locked
+        first (SQLite: the tick holds the write lock from its first read; PostgreSQL: `FOR
+        UPDATE SKIP LOCKED`, so a second metering process skips them instead of waiting), and
+        each session's update is still conditional on the `metered_until` it read.
+        """
         with self.session.begin() as db:
-            q = select(Session).where(Session.status == "active", Session.metered_until < now)
+            t = Session.__table__
+            q = select(*(t.c[name] for name in _Metered.__slots__)).where(
+                t.c.status == "active", t.c.metered_until < now
+            )
             if session_ids is not None:
-                q = q.where(Session.id.in_(session_ids))
-            sessions = db.scalars(q).all()
+                q = q.where(t.c.id.in_(session_ids))
+            if not self._is_sqlite:
+                q = q.with_for_update(skip_locked=True)
+            # plain rows, not ORM objects: a tick writes in bulk, never through the ORM's flush
+            sessions = [_Metered(*row) for row in db.execute(q).all()]
             prices = _PriceBook(db.scalars(select(Price)).all())
-            charges, warnings, due = 0, [], []
+            updates, charges = [], []
             for s in sessions:
-                if self._charge(
-                    db, s, prices.schedule(s.slice_type, s.prices_known), min(now, s.end_at)
-                ):
-                    charges += 1
-                warnings.extend(self._warn(db, s, now))
-                if s.end_at <= now:
-                    due.append(s.id)
-            overdue = db.scalars(
+                row = self._next_charge(s, prices.schedule(s.slice_type, s.prices_known), now)
+                if row is not None:
+                    updates.append(row[0])
+                    charges.append(row[1])
+            _apply(db, updates, charges)
+            warnings = self._warn_all(db, sessions, now)
+            due = db.scalars(
                 select(Session.id).where(Session.status == "active", Session.end_at <= now)
             ).all()
-            due = sorted(set(due) | set(overdue))
-        return MeterResult(charges, warnings, due)
+        return MeterResult(len(charges), warnings, sorted(due))
 
-    def _charge(self, db, s: Session, schedule: PriceSchedule, until: datetime) -> bool:
+    def _next_charge(self, s: Session, schedule: PriceSchedule, now: datetime):
+        """The update and the charge row that bring `s` up to min(now, its end), or None.
+        Updates `s` in memory too, for the warnings that follow."""
+        until = min(now, s.end_at)
         if until <= s.metered_until:
-            return False
+            return None
         new_list = min(schedule.cost(s.started_at, until), s.hold_list_cents)
         part = split_increment(
             s.charged_list_cents,
@@ -613,33 +627,60 @@ class Ledger:
             s.rate_bp,
             s.hold_subsidy_cents - s.charged_subsidy_cents,
         )
-        start = s.metered_until
-        moved = db.execute(
-            update(Session)
-            .where(Session.id == s.id, Session.metered_until == start)
-            .values(
-                metered_until=until,
-                charged_list_cents=Session.charged_list_cents + part.list_cents,
-                charged_subsidy_cents=Session.charged_subsidy_cents + part.subsidy_cents,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if moved != 1:
-            return False  # another tick charged this period first
-        db.add(
-            Charge(
-                session_id=s.id,
-                project_id=s.project_id,
-                period_start=start,
-                period_end=until,
-                list_cents=part.list_cents,
-                subsidy_cents=part.subsidy_cents,
-                copay_cents=part.copay_cents,
-            )
-        )
+        update_row = {
+            "b_id": s.id,
+            "b_old": s.metered_until,
+            "b_new": until,
+            "b_list": part.list_cents,
+            "b_subsidy": part.subsidy_cents,
+        }
+        charge_row = {
+            "session_id": s.id,
+            "project_id": s.project_id,
+            "period_start": s.metered_until,
+            "period_end": until,
+            "list_cents": part.list_cents,
+            "subsidy_cents": part.subsidy_cents,
+            "copay_cents": part.copay_cents,
+            "kind": "charge",
+        }
         s.metered_until = until
         s.charged_list_cents += part.list_cents
         s.charged_subsidy_cents += part.subsidy_cents
+        return update_row, charge_row
+
+    def _warn_all(self, db, sessions, now: datetime) -> list[tuple[int, str, str]]:
+        """Record the warnings that are due and not yet given (80%, 95%, 10 minutes left)."""
+        due: list[tuple[Session, str]] = []
+        for s in sessions:
+            used = s.charged_list_cents / s.hold_list_cents if s.hold_list_cents else 1.0
+            due.extend((s, level) for share, level in WARN_LEVELS if used >= share)
+            if s.end_at - now <= END_WARNING:
+                due.append((s, "end-10min"))
+        if not due:
+            return []
+        ids = {s.id for s, _ in due}
+        have = set(
+            db.execute(
+                select(SessionWarning.session_id, SessionWarning.level).where(
+                    SessionWarning.session_id.in_(ids)
+                )
+            ).all()
+        )
+        out = []
+        for s, level in due:
+            if (s.id, level) in have:
+                continue
+            message = _warning_text(level, s, now)
+            db.add(SessionWarning(session_id=s.id, level=level, created_at=now, message=message))
+            out.append((s.id, level, message))
+        return out
+
+    def _charge(self, db, s: Session, schedule: PriceSchedule, until: datetime) -> bool:
+        row = self._next_charge(s, schedule, until)
+        if row is None:
+            return False
+        _apply(db, [row[0]], [row[1]])
         return True
 
     def _reverse(self, db, s: Session, schedule: PriceSchedule, stop: datetime) -> None:
@@ -665,31 +706,12 @@ class Ledger:
         s.charged_list_cents = new_list
         s.charged_subsidy_cents = new_subsidy
 
-    def _warn(self, db, s: Session, now: datetime):
-        out = []
-        used = s.charged_list_cents / s.hold_list_cents if s.hold_list_cents else 1.0
-        levels = [level for share, level in WARN_LEVELS if used >= share]
-        if s.end_at - now <= END_WARNING:
-            levels.append("end-10min")
-        if not levels:
-            return out
-        have = set(
-            db.scalars(select(SessionWarning.level).where(SessionWarning.session_id == s.id)).all()
-        )
-        for level in levels:
-            if level in have:
-                continue
-            message = _warning_text(level, s, now)
-            db.add(SessionWarning(session_id=s.id, level=level, created_at=now, message=message))
-            out.append((s.id, level, message))
-        return out
-
     # -- release ---------------------------------------------------------------------------
 
     def close_session(self, session_id: int, at: datetime, reason: str = "stopped") -> Session:
         """Meter up to the stop (never past the hold's end) and release what is left."""
         with self.session.begin() as db:
-            s = db.get(Session, session_id)
+            s = db.get(Session, session_id, with_for_update=not self._is_sqlite)
             if s is None:
                 raise LedgerError(f"There is no session {session_id}.", 404)
             if s.status != "active":
@@ -724,6 +746,52 @@ class Ledger:
                     Session.status == "active",
                 )
             )
+
+
+class _Metered:
+    """The columns of an active session a metering tick reads (and moves, in memory)."""
+
+    __slots__ = (
+        "charged_list_cents",
+        "charged_subsidy_cents",
+        "end_at",
+        "hold_list_cents",
+        "hold_subsidy_cents",
+        "id",
+        "metered_until",
+        "prices_known",
+        "project_id",
+        "rate_bp",
+        "slice_type",
+        "started_at",
+    )
+
+    def __init__(self, *values):
+        for name, value in zip(self.__slots__, values, strict=True):
+            setattr(self, name, value)
+
+
+def _apply(db, updates: list[dict], charges: list[dict]) -> None:
+    """Move sessions' running totals and append their charges, in bulk, in one transaction.
+    Each update is conditional on the `metered_until` it was computed from."""
+    if not updates:
+        return
+    t = Session.__table__
+    stmt = (
+        update(t)
+        .where(t.c.id == bindparam("b_id"))
+        .where(t.c.metered_until == bindparam("b_old", type_=UTCDateTime))
+        .values(
+            metered_until=bindparam("b_new", type_=UTCDateTime),
+            charged_list_cents=t.c.charged_list_cents + bindparam("b_list"),
+            charged_subsidy_cents=t.c.charged_subsidy_cents + bindparam("b_subsidy"),
+        )
+    )
+    conn = db.connection()
+    moved = conn.execute(stmt, updates).rowcount
+    if moved != len(updates):  # the locks taken before make this impossible; never guess
+        raise RuntimeError("a metering write raced another; rolled back, nothing charged")
+    conn.execute(insert(Charge.__table__), charges)
 
 
 class _PriceBook:

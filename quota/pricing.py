@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 
 BASIS_POINTS = 10_000
+MICROS_PER_HOUR = 3_600_000_000
 
 
 @dataclass(frozen=True)
@@ -58,14 +59,15 @@ class PriceSchedule:
 
     def exact_cost(self, start: datetime, end: datetime) -> Fraction:
         """List cost of [start, end) in cents, exactly (piecewise over price changes)."""
-        total = Fraction(0)
-        for a, b, price in self.pieces(start, end):
-            total += Fraction(price) * Fraction(_micros(b - a), 3_600_000_000)
-        return total
+        return Fraction(self._micro_cents(start, end), MICROS_PER_HOUR)
 
     def cost(self, start: datetime, end: datetime) -> int:
-        """List cost of [start, end), rounded down to the cent."""
-        return int(self.exact_cost(start, end))  # int() of a non-negative Fraction floors
+        """List cost of [start, end), rounded down to the cent (integer arithmetic: exact)."""
+        return self._micro_cents(start, end) // MICROS_PER_HOUR
+
+    def _micro_cents(self, start: datetime, end: datetime) -> int:
+        """Cents x microseconds / hour: sum of price x duration, before the one division."""
+        return sum(price * _micros(b - a) for a, b, price in self.pieces(start, end))
 
     def end_for_budget(self, start: datetime, budget_cents: int, limit: datetime) -> datetime:
         """The latest end (whole seconds, ≤ limit) such that cost(start, end) ≤ budget_cents."""
