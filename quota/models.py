@@ -156,8 +156,8 @@ class Charge(Base):
     __table_args__ = (UniqueConstraint("session_id", "period_start", "kind"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
-    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))  # unique key leads
+    project_id: Mapped[int] = mapped_column(Integer, index=True)  # the session's, copied
     period_start: Mapped[datetime] = mapped_column(UTCDateTime)
     period_end: Mapped[datetime] = mapped_column(UTCDateTime)
     list_cents: Mapped[int] = mapped_column(BigInteger)
