@@ -204,7 +204,7 @@ class Allocator:
                 if gpu.mig != inv.MIG_NONE:
                     self._mig_state[gpu.uuid] = frozenset()
                     self._bucket_add(gpu, frozenset())
-                elif self._nodes[node.name] not in self._whole_nodes[gpu.model]:
+                elif not any(ns.node is node for ns in self._whole_nodes[gpu.model]):
                     self._whole_nodes[gpu.model].append(self._nodes[node.name])
 
     # -- index -----------------------------------------------------------------------------

@@ -84,6 +84,10 @@ class SliceManager:
         self.store.upgrade()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="slicehub-db")
         self._created: dict[str, datetime] = {}
+        self._capacity = {
+            st: self.allocator.capacity(request_for(st)) for st in site.slice_types.values()
+        }
+        self._availability: tuple[int, list[Availability]] | None = None
         for stored in self.store.all():
             try:
                 self.allocator.hold(stored.holder, stored.assignment)
@@ -121,17 +125,16 @@ class SliceManager:
     # -- what users see ------------------------------------------------------------------
 
     def availability(self) -> list[Availability]:
-        """Free and total counts per offered type; recomputed only after a hold or release."""
-        cached = getattr(self, "_availability", None)
-        if cached is not None and cached[0] == self.allocator.version:
-            return cached[1]
-        out = []
-        for st in self.site.slice_types.values():
-            req = request_for(st)
-            out.append(
-                Availability(st, self.allocator.free_count(req), self.allocator.capacity(req))
-            )
-        return out
+        """Free and total counts per offered type; free counts are recomputed only after a
+        hold or a release, totals never (the inventory does not change while the hub runs)."""
+        version = self.allocator.version
+        if self._availability is None or self._availability[0] != version:
+            rows = [
+                Availability(st, self.allocator.free_count(request_for(st)), capacity)
+                for st, capacity in self._capacity.items()
+            ]
+            self._availability = (version, rows)
+        return self._availability[1]
 
     # -- holding -------------------------------------------------------------------------
 
@@ -146,7 +149,7 @@ class SliceManager:
         req = request_for(slice_type)
         assignment = self.allocator.place(req)
         if assignment is None:
-            raise NoSliceFree(self._why_none(slice_type, req))
+            raise NoSliceFree(self._why_none(slice_type))
         self.allocator.hold(holder, assignment)
         now = clock.utcnow()
         self._created[holder] = now
@@ -166,8 +169,8 @@ class SliceManager:
         )
         return assignment
 
-    def _why_none(self, st: SliceType, req: SliceRequest) -> str:
-        capacity = self.allocator.capacity(req)
+    def _why_none(self, st: SliceType) -> str:
+        capacity = self._capacity[st]
         if capacity == 0:
             return f"This site has no hardware for a {st.name} slice right now."
         return (

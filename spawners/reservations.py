@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import (
-    DateTime,
     ForeignKey,
     Integer,
     String,
@@ -31,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from quota import migrate
+from quota.models import UTCDateTime
 
 from .allocator import AllocationConflict, Assignment
 
@@ -50,8 +50,8 @@ class Reservation(Base):
     slice_type: Mapped[str] = mapped_column(String(64))
     node: Mapped[str] = mapped_column(String(255))
     assignment: Mapped[str] = mapped_column(Text)  # Assignment.to_dict() as JSON
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    session_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    session_end: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ReservedResource(Base):
@@ -126,8 +126,8 @@ class ReservationStore:
                 StoredReservation(
                     r.holder,
                     Assignment.from_dict(json.loads(r.assignment)),
-                    _aware(r.created_at),
-                    _aware(r.session_end),
+                    r.created_at,
+                    r.session_end,
                 )
                 for r in rows
             ]
@@ -150,10 +150,3 @@ def _sqlite_pragmas(dbapi_conn, _record):
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without their zone; everything stored here is UTC."""
-    if moment is not None and moment.tzinfo is None:
-        return moment.replace(tzinfo=UTC)
-    return moment

@@ -10,6 +10,7 @@ through its environment. Launching and stopping processes stays with the spawner
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 from datetime import datetime, timedelta
@@ -31,6 +32,7 @@ from .quota_client import QuotaClient
 
 STATE_VERSION = 1
 TEMPLATES = Path(__file__).parent / "templates"
+FORM = "options_form.html.j2"
 
 
 def human_bytes(n: int) -> str:
@@ -41,6 +43,20 @@ def human_bytes(n: int) -> str:
             value = n / size
             return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
     return f"{n} B"
+
+
+def _form_template(path: str) -> jinja2.Template:
+    """The spawn form's template: an admin's file, or the one in the package. Jinja keeps the
+    compiled template and reloads it when the file changes."""
+    folder, name = (Path(path).parent, Path(path).name) if path else (TEMPLATES, FORM)
+    return _template_env(str(folder)).get_template(name)
+
+
+@functools.cache
+def _template_env(folder: str) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader([folder]), autoescape=True)
+    env.filters["hours"] = _hours
+    return env
 
 
 def _hours(value) -> str:
@@ -179,6 +195,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
     assignment: Assignment | None = None
     session_end = None
     ledger_session: dict | None = None  # the quota service's view of this start's hold
+    _slice_progress: tuple | list = ()  # this start's progress events, for progress()
 
     @property
     def quota(self) -> QuotaClient | None:
@@ -253,21 +270,8 @@ class SliceSpawnerMixin(LoggingConfigurable):
         if selected not in {r["name"] for r in rows if r["free"]}:
             selected = next((r["name"] for r in rows if r["free"]), None)
         limits = site.sessions
-        env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(
-                [str(Path(self.options_form_template).parent)]
-                if self.options_form_template
-                else [str(TEMPLATES)]
-            ),
-            autoescape=True,
-        )
-        env.filters["hours"] = _hours
-        name = (
-            Path(self.options_form_template).name
-            if self.options_form_template
-            else ("options_form.html.j2")
-        )
-        return env.get_template(name).render(
+        template = _form_template(self.options_form_template)
+        return template.render(
             projects=project_rows,
             selected_project=previous.get("project"),
             quota_problem=quota_problem,
@@ -282,12 +286,11 @@ class SliceSpawnerMixin(LoggingConfigurable):
     # -- lifecycle -----------------------------------------------------------------------
 
     def _progress_event(self, progress: int, message: str) -> None:
-        events = self.__dict__.setdefault("_slice_progress", [])
-        events.append({"progress": progress, "message": message})
+        self._slice_progress.append({"progress": progress, "message": message})
 
     async def reserve_slice(self) -> Assignment:
         """Validate again (REST and reused options skip the form), then take the slice."""
-        self.__dict__["_slice_progress"] = []
+        self._slice_progress = []
         options = self.check_options(self.user_options)
         self.slice_options = options
         self.session_end = clock.utcnow() + timedelta(minutes=options.duration_minutes)
@@ -378,7 +381,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
         """Slicehub's own steps first, then whatever the spawner below reports."""
         sent = 0
         while True:
-            events = self.__dict__.get("_slice_progress", [])
+            events = self._slice_progress
             while sent < len(events):
                 yield events[sent]
                 sent += 1
