@@ -98,12 +98,10 @@ class ProjectHandler(QuotaHandler):
         if not self.is_staff():
             if not await self.in_db(self.reader.is_member, self.username(), slug):
                 raise web.HTTPError(403, f"You are not a member of project {slug}.")
-        rows = await self.in_db(self.reader.projects, None, clock.utcnow())
-        for row in rows:
-            if row["project"] == slug:
-                self.write_json(row)
-                return
-        raise web.HTTPError(404, f"There is no project {slug}.")
+        rows = await self.in_db(self.reader.projects, None, clock.utcnow(), slug)
+        if not rows:
+            raise web.HTTPError(404, f"There is no project {slug}.")
+        self.write_json(rows[0])
 
 
 class SessionsHandler(QuotaHandler):

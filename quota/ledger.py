@@ -910,10 +910,13 @@ class LedgerReader:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
 
-    def projects(self, username: str | None, now: datetime) -> list[dict]:
-        """The projects `username` belongs to (None: all, for staff), with balances."""
+    def projects(self, username: str | None, now: datetime, slug: str | None = None) -> list:
+        """The projects `username` belongs to (None: all, for staff), with balances; only
+        project `slug` when given."""
         with self.ledger.session() as db:
             q = select(Project).order_by(Project.slug)
+            if slug is not None:
+                q = q.where(Project.slug == slug)
             if username is not None:
                 q = q.join(Member, Member.project_id == Project.id).where(
                     Member.username == username

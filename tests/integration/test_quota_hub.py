@@ -121,6 +121,10 @@ def test_users_see_their_own_projects_and_staff_see_all(quota_hub):
     assert r.status_code == 403 and "not a member" in r.json()["message"]
     assert quota_get(hub, bob, "sessions?project=vision-group").status_code == 403
     assert len(quota_get(hub, staff, "projects").json()["projects"]) == 2
+    one = quota_get(hub, alice, "projects/vision-group")
+    assert one.status_code == 200 and one.json()["project"] == "vision-group"
+    assert one.json()["subsidy_left_cents"] == 200_00
+    assert quota_get(hub, staff, "projects/no-such-lab").status_code == 404
     assert quota_get(hub, bob, "holds").status_code in (403, 405)
     metrics = quota_get(hub, staff, "../metrics")
     assert metrics.status_code == 200 and "slicehub_subsidy_left_cents" in metrics.text
