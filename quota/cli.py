@@ -270,26 +270,33 @@ def _check_project(args, now: datetime) -> None:
         raise CliError("A credit limit applies only with --policy full_price.")
 
 
+def _add_project(args, ledger, now, types, max_sessions, member_cap, is_course=False) -> None:
+    """`project add` and `course add` alike: the slice types must be priced first."""
+    start, until = args.period
+    _check_priced(ledger, types)
+    ledger.add_project(
+        args.actor,
+        args.slug,
+        scheme=args.scheme,
+        name=args.name,
+        organisation=args.org,
+        pi=args.pi,
+        valid_from=start,
+        valid_until=until,
+        allowed_slice_types=types,
+        max_concurrent_sessions=max_sessions,
+        policy=args.policy,
+        credit_limit_cents=args.credit_limit or 0,
+        member_cap_cents=member_cap,
+        is_course=is_course,
+        now=now,
+    )
+
+
 def _project_add(args, ledger: Ledger, now: datetime) -> None:
     start, until = args.period
     with ledger.transaction():
-        _check_priced(ledger, args.types)
-        ledger.add_project(
-            args.actor,
-            args.slug,
-            scheme=args.scheme,
-            name=args.name,
-            organisation=args.org,
-            pi=args.pi,
-            valid_from=start,
-            valid_until=until,
-            allowed_slice_types=args.types,
-            max_concurrent_sessions=args.max_sessions,
-            policy=args.policy,
-            credit_limit_cents=args.credit_limit or 0,
-            member_cap_cents=args.member_cap,
-            now=now,
-        )
+        _add_project(args, ledger, now, args.types, args.max_sessions, args.member_cap)
     print(
         f"Added project {args.slug} ({args.name}, {args.org}) under {args.scheme}, "
         f"valid {hkt(start)} to {hkt(until)} HKT."
@@ -347,23 +354,8 @@ def _course_add(args, ledger: Ledger, now: datetime) -> None:
     (start, until), windows, students = args.period, args.windows, args.students
     sessions = args.max_sessions or len(students)
     with ledger.transaction():
-        _check_priced(ledger, [args.slice_type])
-        ledger.add_project(
-            args.actor,
-            args.slug,
-            scheme=args.scheme,
-            name=args.name,
-            organisation=args.org,
-            pi=args.pi,
-            valid_from=start,
-            valid_until=until,
-            allowed_slice_types=[args.slice_type],
-            max_concurrent_sessions=sessions,
-            policy=args.policy,
-            credit_limit_cents=args.credit_limit or 0,
-            member_cap_cents=args.student_cap,
-            is_course=True,
-            now=now,
+        _add_project(
+            args, ledger, now, [args.slice_type], sessions, args.student_cap, is_course=True
         )
         if args.grant is not None:
             ledger.add_grant(args.actor, args.slug, args.grant, start, until, now, note=args.note)
