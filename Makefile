@@ -82,7 +82,7 @@ format: venv
 	$(VENV)/bin/ruff check --fix .
 
 bench: venv node_modules
-	@shopt -s nullglob; failed=""; for script in bench/*.py; do \
+	@shopt -s nullglob; failed=""; for script in bench/[!_]*.py; do \
 		echo "== $$script"; $(PY) "$$script" $(BENCH_ARGS) || failed="$$failed $$script"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi

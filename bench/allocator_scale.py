@@ -44,6 +44,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _common import cpu_model, usable_cores
+
 from spawners.allocator import Allocator, FirstFitAllocator
 from spawners.catalogue import COMPUTE_SLICES, gpu_model, maximal_fits
 from spawners.inventory import MIG_DYNAMIC, MIG_NONE
@@ -596,17 +598,9 @@ def trace_lines(trace, site, peaks, totals, horizon) -> list[str]:
 
 
 def machine_info() -> str:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (
-        f"{model}, {usable} usable cores ({os.cpu_count()} online), {platform.platform()}, "
+        f"{cpu_model()}, {usable_cores()} usable cores ({os.cpu_count()} online), "
+        f"{platform.platform()}, "
         f"Python {platform.python_version()} ({platform.python_implementation()})"
     )
 

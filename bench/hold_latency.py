@@ -53,6 +53,7 @@ from quota.money import parse_cents
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import check
 from ledger_metering import (
     LOAD,
     Database,
@@ -296,15 +297,6 @@ def run_config(url: str, config: Config, requests: list[Request]) -> Outcome:
 
 
 # -- verification -------------------------------------------------------------------------------
-
-
-class BenchCheckFailed(RuntimeError):
-    pass
-
-
-def check(ok: bool, what: str) -> None:
-    if not ok:
-        raise BenchCheckFailed(what)
 
 
 _LEFT = re.compile(r"has (HK\$[\d,.]+) of subsidy (?:and (HK\$[\d,.]+) of credit )?left")

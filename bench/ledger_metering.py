@@ -56,6 +56,7 @@ from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
 
+from _common import check, cpu_model, load_average, memory, usable_cores
 from sqlalchemy import bindparam, event, func, select, text, update
 from sqlalchemy.engine import make_url
 
@@ -355,15 +356,6 @@ def run_once(url: str, ledger_cls: type[Ledger], plans: list[Plan]) -> RunResult
 
 
 # -- verification ---------------------------------------------------------------------------
-
-
-class BenchCheckFailed(RuntimeError):
-    pass
-
-
-def check(ok: bool, what: str) -> None:
-    if not ok:
-        raise BenchCheckFailed(what)
 
 
 def expected_list_cents(slice_type: str, start: datetime, until: datetime) -> int:
@@ -912,35 +904,13 @@ class DatabaseResult:
     active_plan: str = ""
 
 
-def load_average() -> str:
-    try:
-        return f"{os.getloadavg()[0]:.2f}"
-    except OSError:
-        return "?"
-
-
 LOAD = [load_average()]
 
 
 def machine_info() -> str:
-    model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = "?"
-    try:
-        kb = int(Path("/proc/meminfo").read_text().split()[1])
-        mem = f"{kb / 1024**2:.0f} GiB"
-    except (OSError, ValueError, IndexError):
-        pass
     return (
-        f"{model}, {usable} usable cores ({os.cpu_count()} online), {mem} memory, "
-        f"{platform.platform()}, Python {platform.python_version()}, "
+        f"{cpu_model()}, {usable_cores()} usable cores ({os.cpu_count()} online), "
+        f"{memory()} memory, {platform.platform()}, Python {platform.python_version()}, "
         f"SQLAlchemy {metadata.version('sqlalchemy')}, psycopg {metadata.version('psycopg')}"
     )
 

@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
+from _common import cpu_model  # noqa: E402
 from hubprocess import CONFIGURABLE_HTTP_PROXY, HubProcess, write_stock_config  # noqa: E402
 
 # What A's POST body carries (options of spawners/options.py; alice is in two demo projects).
@@ -125,16 +126,6 @@ def _show_env(env: dict[str, str]) -> str:
 
 def _median_ms(values: list[float]) -> str:
     return f"{statistics.median(values):.0f} ms (n={len(values)})" if values else "n/a"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def chp_version() -> str:
