@@ -60,9 +60,11 @@ from _common import check, cpu_model, load_average, memory, usable_cores
 from sqlalchemy import bindparam, event, func, select, text, update
 from sqlalchemy.engine import make_url
 
-from quota.ledger import WARN_LEVELS, Ledger, MeterResult, _PriceBook, _warning_text
+from quota.hold import HoldRequest
+from quota.ledger import WARN_LEVELS, Ledger, MeterResult, _warning_text
 from quota.models import Charge, Grant, Price, SessionWarning
 from quota.models import Session as LedgerSession
+from quota.pricing import PriceBook as _PriceBook
 from quota.pricing import PriceSchedule, _micros, split_increment, subsidy_of
 
 REPO = Path(__file__).resolve().parent.parent
@@ -179,8 +181,14 @@ def build_ledger(url: str, plans: list[Plan], n_projects: int) -> float:
         ledger.add_grant("staff", slug, grant, SETUP_AT, until, SETUP_AT)
         for m in range(MEMBERS_PER_PROJECT):
             ledger.add_member("staff", slug, f"u{k:03d}-{m:02d}", SETUP_AT)
-    for p in plans:
-        ledger.open_session(p.project, p.username, p.server_name, p.slice_type, p.duration, p.start)
+    requests = [
+        HoldRequest(p.project, p.username, p.server_name, p.slice_type, p.duration, p.start)
+        for p in plans
+    ]
+    for i in range(0, len(requests), 500):  # in time order, in batches as the service holds
+        outcomes = ledger.open_sessions(requests[i : i + 500])
+        refused = [o for o in outcomes if isinstance(o, Exception)]
+        check(not refused, f"setup: {len(refused)} holds refused: {refused[:1]}")
     ledger.dispose()
     return time.perf_counter() - t0
 

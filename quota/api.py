@@ -17,6 +17,7 @@ from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
 from . import clock
+from .hold import HoldRequest
 from .ledger import LedgerError, LedgerReader, session_view
 
 STAFF = "custom:quota:staff"
@@ -146,8 +147,7 @@ class HoldsHandler(QuotaHandler):
         minutes = data.get("duration_minutes")
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 44640:
             raise web.HTTPError(400, "duration_minutes must be a whole number from 1 to 44640.")
-        session = await self.in_db(
-            self.ledger.open_session,
+        request = HoldRequest(
             data["project"],
             data["user"],
             server_name,
@@ -155,6 +155,10 @@ class HoldsHandler(QuotaHandler):
             timedelta(minutes=minutes),
             clock.utcnow(),
         )
+        try:
+            session = await self.settings["holds"].hold(request)
+        except LedgerError as e:
+            raise web.HTTPError(e.status, str(e)) from None
         self.write_json(session_view(session, data["project"]), status=201)
 
 

@@ -49,8 +49,9 @@ class LedgerCollector:
             for pid, list_cents, subsidy_cents in totals:
                 spend.add_metric([projects[pid].slug], int(list_cents))
                 subsidy.add_metric([projects[pid].slug], int(subsidy_cents))
-            for p in projects.values():
-                left.add_metric([p.slug], self.ledger._balance(db, p, now).subsidy_left_cents)
+            balances = self.ledger.balances(db, [p.slug for p in projects.values()], now)
+            for slug, bal in balances.items():
+                left.add_metric([slug], bal.subsidy_left_cents)
             for pid, slice_type, n in db.execute(
                 select(LedgerSession.project_id, LedgerSession.slice_type, func.count())
                 .where(LedgerSession.status == "active")

@@ -17,11 +17,13 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -78,6 +80,11 @@ class Project(Base):
     member_cap_cents: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     is_course: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What the project's stopped sessions were charged, added when each one stops: a balance
+    # is these three plus its active sessions, never a sum over the project's whole history.
+    closed_subsidy_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    closed_copay_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    closed_credit_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Grant(Base):
@@ -101,6 +108,8 @@ class Member(Base):
     username: Mapped[str] = mapped_column(String(100), index=True)
     role: Mapped[str] = mapped_column(String(16))  # member | pi | instructor | student
     cap_cents: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    email: Mapped[str] = mapped_column(String(254), default="", server_default="")
 
 
 class ClassWindow(Base):
@@ -127,6 +136,17 @@ class Session(Base):
     """One notebook server start: what was held, and what has been charged so far."""
 
     __tablename__ = "sessions"
+    # one active session per server, enforced by the database as well as by the hold
+    __table_args__ = (
+        Index(
+            "uq_sessions_active_server",
+            "username",
+            "server_name",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)

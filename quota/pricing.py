@@ -118,3 +118,25 @@ def split_increment(prev_list: int, new_list: int, rate_bp: int, subsidy_room: i
     want = subsidy_of(new_list, rate_bp) - subsidy_of(prev_list, rate_bp)
     subsidy = max(0, min(want, subsidy_room))
     return Split(list_cents, subsidy, list_cents - subsidy)
+
+
+class PriceBook:
+    """Price rows (anything with id, slice_type, effective_from, cents_per_hour): the
+    schedule of each slice type as it was known when row `known` was the newest, built once."""
+
+    def __init__(self, rows):
+        self._by_type: dict[str, list] = {}
+        for r in sorted(rows, key=lambda r: r.id):
+            self._by_type.setdefault(r.slice_type, []).append(r)
+        self._ids = {t: [r.id for r in rs] for t, rs in self._by_type.items()}
+        self._cache: dict[tuple[str, int], PriceSchedule] = {}
+
+    def schedule(self, slice_type: str, known: int) -> PriceSchedule:
+        rows = self._by_type.get(slice_type, [])
+        n = bisect.bisect_right(self._ids.get(slice_type, []), known)
+        key = (slice_type, n)
+        if key not in self._cache:
+            self._cache[key] = PriceSchedule(
+                PricePoint(r.effective_from, r.cents_per_hour) for r in rows[:n]
+            )
+        return self._cache[key]

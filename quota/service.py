@@ -30,6 +30,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
 
 from . import api, clock
+from .hold_queue import HoldQueue
 from .ledger import Ledger, LedgerReader
 from .metrics import LedgerCollector
 
@@ -130,6 +131,8 @@ class Meter:
 
 
 def make_app(ledger: Ledger, prefix: str = "/services/quota/") -> web.Application:
+    """The service's routes; holds go through one `HoldQueue` (simultaneous starts decided
+    together)."""
     registry = CollectorRegistry()
     registry.register(LedgerCollector(ledger))
 
@@ -150,6 +153,7 @@ def make_app(ledger: Ledger, prefix: str = "/services/quota/") -> web.Applicatio
         ],
         ledger=ledger,
         reader=LedgerReader(ledger),
+        holds=HoldQueue(ledger),
         registry=registry,
         cookie_secret=os.urandom(32),
     )
@@ -191,6 +195,7 @@ async def serve() -> None:
     await done.wait()
     task.cancel()
     server.stop()
+    await app.settings["holds"].close()
     ledger.dispose()
 
 

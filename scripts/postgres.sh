@@ -31,25 +31,9 @@ LOCK_FILE=/tmp/slicehub-postgres.lock
 URL="postgresql+psycopg://${PG_ROLE}:${PG_PASSWORD}@${PG_HOST}:${PG_PORT}/${PG_DATABASE}"
 LIBPQ_URL="postgresql://${PG_ROLE}:${PG_PASSWORD}@${PG_HOST}:${PG_PORT}/${PG_DATABASE}"
 
-die() {
-	local status=$1
-	shift
-	echo "postgres.sh: $*" >&2
-	exit "$status"
-}
-
-# Runs a command with its output kept aside; shows that output only if the command fails.
-quietly() {
-	local log status=0
-	log=$(mktemp)
-	"$@" >"$log" 2>&1 || status=$?
-	if ((status != 0)); then
-		echo "postgres.sh: failed ($status): $*" >&2
-		cat "$log" >&2
-	fi
-	rm -f "$log"
-	return "$status"
-}
+SCRIPT=postgres.sh
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # psql as the superuser over the Unix socket; `cd /` because postgres cannot read root's cwd.
 as_superuser() {

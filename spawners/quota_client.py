@@ -68,6 +68,20 @@ class QuotaClient:
             },
         )
 
+    async def release_stale(self, user: str, server_name: str) -> bool:
+        """Release any session the ledger still has active for this server; True if one was.
+
+        The hub starts a server only when it is not running, so such a session is stale: its
+        hold answered after the spawner had given up waiting (a timeout, a restart)."""
+        sessions = (await self._call("GET", f"api/sessions?user={quote(user)}&active=1"))[
+            "sessions"
+        ]
+        stale = [s for s in sessions if s["server_name"] == server_name]
+        for s in stale:
+            log.warning("Releasing stale ledger session %s of %s/%s", s["id"], user, server_name)
+            await self.release(s["id"])
+        return bool(stale)
+
     async def release(self, session_id: int, attempts_timeout: float = 60) -> None:
         """Release with retries: a stopped server must stop being charged."""
 

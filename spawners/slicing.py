@@ -299,9 +299,16 @@ class SliceSpawnerMixin(LoggingConfigurable):
         if self.quota is not None:
             project = await self._project_for(options)
             self._progress_event(5, f"Holding the cost of {st.name} for project {project}")
-            self.ledger_session = await self.quota.hold(
-                project, self.user.name, self.name, st.name, options.duration_minutes
-            )
+            hold = (project, self.user.name, self.name, st.name, options.duration_minutes)
+            try:
+                self.ledger_session = await self.quota.hold(*hold)
+            except web.HTTPError as e:
+                # a hold from an earlier start whose answer never arrived: release it, once
+                if e.status_code != 409 or not await self.quota.release_stale(
+                    self.user.name, self.name
+                ):
+                    raise
+                self.ledger_session = await self.quota.hold(*hold)
             self.session_end = datetime.fromisoformat(self.ledger_session["end_at"])
             self._progress_event(
                 10,

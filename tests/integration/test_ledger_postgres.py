@@ -1,5 +1,6 @@
 """The ledger on a real PostgreSQL: concurrent holds never overspend."""
 
+import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -7,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from quota.hold import HoldRequest
+from quota.hold_queue import HoldQueue
 from quota.ledger import Ledger, LedgerError
 from quota.models import Session as LedgerSession
 
@@ -15,7 +18,7 @@ pytestmark = pytest.mark.postgres
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def test_200_concurrent_starts_against_a_project_that_affords_10(pg_url):
+def lab_affording_10_sessions(pg_url) -> tuple[Ledger, list[str]]:
     ledger = Ledger(pg_url, pool_size=50, max_overflow=50)
     ledger.upgrade()
     ledger.add_scheme("staff", "hk-ai", 7000, 10**9, T0)
@@ -37,6 +40,24 @@ def test_200_concurrent_starts_against_a_project_that_affords_10(pg_url):
     users = [f"student{i:03d}" for i in range(200)]
     for u in users:
         ledger.add_member("staff", "ai-lab", u, T0)
+    return ledger, users
+
+
+def check_exactly_10_held(ledger: Ledger, results: list[str], now) -> None:
+    held = [r for r in results if r == "held"]
+    refused = [r for r in results if r != "held"]
+    assert len(held) == 10
+    assert len(refused) == 190
+    assert all("has HK$0.00 of subsidy left" in r and "needs HK$7.00" in r for r in refused)
+    with ledger.session() as db:
+        assert db.scalar(select(func.count()).select_from(LedgerSession)) == 10
+    bal = ledger.balance("ai-lab", now)
+    assert bal.subsidy_held_cents == 7000 and bal.subsidy_left_cents == 0
+
+
+def test_200_concurrent_starts_against_a_project_that_affords_10(pg_url):
+    """Each start its own transaction, from 50 threads at once: the project's row lock."""
+    ledger, users = lab_affording_10_sessions(pg_url)
     now = T0 + timedelta(hours=1)
     barrier = threading.Barrier(50)
 
@@ -54,13 +75,27 @@ def test_200_concurrent_starts_against_a_project_that_affords_10(pg_url):
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = list(pool.map(start, users))
-    held = [r for r in results if r == "held"]
-    refused = [r for r in results if r != "held"]
-    assert len(held) == 10
-    assert len(refused) == 190
-    assert all("has HK$0.00 of subsidy left" in r and "needs HK$7.00" in r for r in refused)
-    with ledger.session() as db:
-        assert db.scalar(select(func.count()).select_from(LedgerSession)) == 10
-    bal = ledger.balance("ai-lab", now)
-    assert bal.subsidy_held_cents == 7000 and bal.subsidy_left_cents == 0
+    check_exactly_10_held(ledger, results, now)
+    ledger.dispose()
+
+
+async def test_200_simultaneous_starts_through_the_services_hold_queue(pg_url):
+    """What the quota service does: 200 requests at once, decided in a few batches."""
+    ledger, users = lab_affording_10_sessions(pg_url)
+    now = T0 + timedelta(hours=1)
+    queue = HoldQueue(ledger)
+
+    async def start(user):
+        request = HoldRequest("ai-lab", user, "", "h100.1g.10gb", timedelta(hours=1), now)
+        try:
+            await queue.hold(request)
+            return "held"
+        except LedgerError as e:
+            assert e.status == 402
+            return str(e)
+
+    results = await asyncio.gather(*(start(u) for u in users))
+    await queue.close()
+    check_exactly_10_held(ledger, list(results), now)
+    assert queue.batches < 10, f"{queue.batches} batches: the requests were not gathered"
     ledger.dispose()

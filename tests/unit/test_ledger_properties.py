@@ -7,9 +7,14 @@ Checked after every step and at the end:
 - overshoot is zero: nothing is charged past a session's end;
 - every second of every session is charged exactly once: its charges tile [start, metered_until)
   without gap or overlap, and their list cents equal the running total's rule at that moment
-  (so ticking often, rarely, twice or after a restart charges the same).
+  (so ticking often, rarely, twice or after a restart charges the same);
+- a project's balance (its closed sessions' totals plus its active sessions) equals the sum of
+  its charges;
+- a batch of simultaneous holds decides exactly as the same holds one at a time, in order.
 """
 
+import sqlite3
+from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import settings
@@ -17,6 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import func, select
 
+from quota.hold import HoldRequest
 from quota.ledger import Ledger, LedgerError
 from quota.models import Charge, Grant, Project
 from quota.models import Session as LedgerSession
@@ -69,7 +75,15 @@ def check_ledger(ledger: Ledger, at: datetime | None = None) -> None:
                 )
             )
             assert subsidy <= grants, f"{p.slug}: subsidy {subsidy} > grants {grants}"
-            bal = ledger._balance(db, p, at or T0 + timedelta(days=1))
+            bal = ledger.balances(db, [p.slug], at or T0 + timedelta(days=1))[p.slug]
+            # the balance's running totals (closed sessions + active ones) agree with the
+            # append-only charges they summarise
+            copay = db.scalar(
+                select(func.coalesce(func.sum(Charge.copay_cents), 0)).where(
+                    Charge.project_id == p.id
+                )
+            )
+            assert (bal.subsidy_charged_cents, bal.copay_charged_cents) == (subsidy, copay)
             assert bal.subsidy_left_cents >= 0
             assert bal.credit_used_cents <= p.credit_limit_cents
         for c in db.scalars(select(Charge)).all():
@@ -102,6 +116,20 @@ def check_ledger(ledger: Ledger, at: datetime | None = None) -> None:
                 assert s.charged_subsidy_cents == subsidy_of(expected, s.rate_bp)
             if s.status == "stopped":
                 assert s.stopped_at <= s.end_at and s.metered_until == s.stopped_at
+
+
+def _outcome(o):
+    if isinstance(o, LedgerError):
+        return ("refused", o.status, str(o))
+    return (
+        "held",
+        o.username,
+        o.server_name,
+        o.end_at,
+        o.hold_list_cents,
+        o.hold_subsidy_cents,
+        o.hold_credit_cents,
+    )
 
 
 def _schedule(db, s):
@@ -150,6 +178,44 @@ class LedgerMachine(RuleBasedStateMachine):
             assert e.status in (402, 409), str(e)
             return
         assert s.end_at == self.now + timedelta(minutes=minutes)
+
+    @rule(
+        requests=st.lists(
+            st.tuples(
+                st.sampled_from(sorted(PROJECTS)),
+                st.sampled_from(USERS),
+                st.integers(0, 2),  # server: a repeat inside the batch must be refused
+                st.sampled_from(sorted(TYPES)),
+                st.integers(1, 6 * 60),
+            ),
+            min_size=2,
+            max_size=8,
+        )
+    )
+    def open_batch(self, requests):
+        """Simultaneous starts, decided as one batch, decide exactly as they would have one at a
+        time in the same order (checked on a copy of the database)."""
+        self.n += 1
+        batch = [
+            HoldRequest(p, u, f"b{self.n}-{server}", t, timedelta(minutes=m), self.now)
+            for p, u, server, t, m in requests
+        ]
+        copy_url = f"sqlite:///{self.dir.name}/copy{self.n}.sqlite"
+        with sqlite3.connect(self.url.removeprefix("sqlite:///")) as src:
+            with sqlite3.connect(copy_url.removeprefix("sqlite:///")) as dst:
+                src.backup(dst)
+        one_by_one = Ledger(copy_url)
+        try:
+            expected = []
+            for r in batch:
+                try:
+                    expected.append(one_by_one.open_session(*astuple(r)))
+                except LedgerError as e:
+                    expected.append(e)
+        finally:
+            one_by_one.dispose()
+        got = self.ledger.open_sessions(batch)
+        assert [_outcome(o) for o in got] == [_outcome(o) for o in expected]
 
     @rule(seconds=st.integers(1, 3 * 3600), twice=st.booleans())
     def tick(self, seconds, twice):
