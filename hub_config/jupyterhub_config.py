@@ -98,6 +98,8 @@ c.JupyterHub.services = [
             "SLICEHUB_METER_INTERVAL": os.environ.get("SLICEHUB_METER_INTERVAL", "10"),
         },
         "oauth_client_allowed_scopes": ["custom:quota:staff", "custom:quota:metrics"],
+        # part of the deployment, not a third party: no "authorize access?" page in between
+        "oauth_no_confirm": True,
     },
     # a token-only identity for the spawners: it may open and release holds, nothing else
     {"name": "slicehub-spawner", "api_token": spawner_token},

@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from . import clock, statement
-from .ledger import POLICIES, ROLES, Ledger, LedgerError
+from .ledger import POLICIES, ROLES, Ledger, LedgerError, NewMember
 from .money import format_money, parse_cents
 from .pricing import BASIS_POINTS
 from .roster import RosterError, normalise_username, read_roster
@@ -316,7 +316,16 @@ def _grant_add(args, ledger: Ledger, now: datetime) -> None:
 
 
 def _member_add(args, ledger: Ledger, now: datetime) -> None:
-    ledger.add_member(args.actor, args.project, args.user, now, role=args.role, cap_cents=args.cap)
+    ledger.add_member(
+        args.actor,
+        args.project,
+        args.user,
+        now,
+        role=args.role,
+        cap_cents=args.cap,
+        name=args.name,
+        email=args.email,
+    )
     cap = f", cap {format_money(args.cap)}" if args.cap is not None else ""
     print(f"Added {args.user} to {args.project} as {args.role}{cap}.")
 
@@ -361,14 +370,17 @@ def _course_add(args, ledger: Ledger, now: datetime) -> None:
             ledger.add_grant(args.actor, args.slug, args.grant, start, until, now, note=args.note)
         for a, b in windows:
             ledger.add_class_window(args.actor, args.slug, a, b, now)
-        for s in students:
-            ledger.add_member(args.actor, args.slug, s.username, now, role="student")
+        ledger.add_members(args.actor, args.slug, _students(students), now)
     grant = f", grant {format_money(args.grant)}" if args.grant is not None else ""
     print(
         f"Added course {args.slug}: {len(students)} students on {args.slice_type}, "
         f"cap {format_money(args.student_cap)} each, {len(windows)} class window(s), "
         f"at most {sessions} sessions at once{grant}."
     )
+
+
+def _students(students) -> list[NewMember]:
+    return [NewMember(s.username, "student", None, s.name, s.email) for s in students]
 
 
 def _check_roster(args, now: datetime) -> None:
@@ -382,8 +394,8 @@ def _course_roster(args, ledger: Ledger, now: datetime) -> None:
             raise CliError(f"{args.slug} is not a course; add members with 'admin member add'.")
         members = statement.project_members(ledger, args.slug)
         new = [s for s in args.students if s.username not in members]
-        for s in new:
-            ledger.add_member(args.actor, args.slug, s.username, now, role="student")
+        if new:
+            ledger.add_members(args.actor, args.slug, _students(new), now)
     skipped = len(args.students) - len(new)
     students = sum(1 for r in members.values() if r == "student") + len(new)
     print(
@@ -638,6 +650,8 @@ def add_commands(sub) -> None:
         default=None,
         help="subsidy this member may draw (default: the project's member cap, if any)",
     )
+    p.add_argument("--name", default="", help="their full name, for statements")
+    p.add_argument("--email", default="", help="their e-mail address")
 
     price = _group(admin, "price", "the list price")
     p = _leaf(

@@ -55,12 +55,23 @@ from .pricing import (
     split_increment,
     subsidy_of,
 )
+from .roster import EMAIL
 
 POLICIES = ("stop", "full_price")
 ROLES = ("member", "pi", "instructor", "student")
 WARN_LEVELS = ((0.80, "budget-80"), (0.95, "budget-95"))
 END_WARNING = timedelta(minutes=10)
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9._@-]{1,100}$")
+
+
+@dataclass(frozen=True)
+class NewMember:
+    username: str
+    role: str = "member"
+    cap_cents: int | None = None
+    name: str = ""
+    email: str = ""
 
 
 @dataclass(frozen=True)
@@ -274,32 +285,64 @@ class Ledger:
             )
         return grant
 
-    def add_member(self, actor, project, username, now, role="member", cap_cents=None) -> Member:
-        if not isinstance(username, str) or not re.match(r"^[A-Za-z0-9._@-]{1,100}$", username):
-            raise LedgerError(f"{username!r} is not a user name.")
-        if role not in ROLES:
-            raise LedgerError(f"Role {role!r} is unknown: use one of {', '.join(ROLES)}.")
-        if cap_cents is not None:
-            _check_amount("member cap", cap_cents)
+    def add_member(
+        self, actor, project, username, now, role="member", cap_cents=None, name="", email=""
+    ) -> Member:
+        (member,) = self.add_members(
+            actor, project, [NewMember(username, role, cap_cents, name, email)], now
+        )
+        return member
+
+    def add_members(self, actor, project, members: list[NewMember], now) -> list[Member]:
+        """Add `members` to `project` in one transaction: all of them, or none (a class
+        roster of hundreds is one insert, not hundreds of transactions)."""
+        seen = set()
+        for m in members:
+            if not isinstance(m.username, str) or not _USERNAME.match(m.username):
+                raise LedgerError(f"{m.username!r} is not a user name.")
+            if m.role not in ROLES:
+                raise LedgerError(f"Role {m.role!r} is unknown: use one of {', '.join(ROLES)}.")
+            if m.cap_cents is not None:
+                _check_amount("member cap", m.cap_cents)
+            if len(m.name) > 200 or len(m.email) > 254:
+                raise LedgerError(f"The name or e-mail of {m.username} is too long.")
+            if m.email and not EMAIL.match(m.email):
+                raise LedgerError(f"{m.email!r} is not an e-mail address.")
+            if m.username in seen:
+                raise LedgerError(f"{m.username} is listed twice.")
+            seen.add(m.username)
         with self.session.begin() as db:
             p = self._project(db, project)
-            exists = db.scalar(
-                select(Member).where(Member.project_id == p.id, Member.username == username)
-            )
+            exists = db.scalars(
+                select(Member.username).where(
+                    Member.project_id == p.id, Member.username.in_(sorted(seen))
+                )
+            ).first()
             if exists:
-                raise LedgerError(f"{username} is already a member of {project}.", 409)
-            member = Member(project_id=p.id, username=username, role=role, cap_cents=cap_cents)
-            db.add(member)
-            self._audit(
-                db,
-                now,
-                actor,
-                "member.add",
-                f"{project}/{username}",
-                role=role,
-                cap_cents=cap_cents,
-            )
-        return member
+                raise LedgerError(f"{exists} is already a member of {project}.", 409)
+            rows = [
+                Member(
+                    project_id=p.id,
+                    username=m.username,
+                    role=m.role,
+                    cap_cents=m.cap_cents,
+                    name=m.name,
+                    email=m.email,
+                )
+                for m in members
+            ]
+            db.add_all(rows)
+            for m in members:
+                self._audit(
+                    db,
+                    now,
+                    actor,
+                    "member.add",
+                    f"{project}/{m.username}",
+                    role=m.role,
+                    cap_cents=m.cap_cents,
+                )
+        return rows
 
     def set_price(self, actor, slice_type, cents_per_hour, effective_from, now) -> Price:
         _check_amount("price", cents_per_hour)

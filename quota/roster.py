@@ -30,7 +30,7 @@ from pathlib import Path
 MAX_STUDENTS = 5000
 MAX_BYTES = 5 * 1024 * 1024  # 5,000 rows of name and e-mail fit in well under 1 MiB
 USERNAME = re.compile(r"^[a-z0-9._@-]{1,100}$")  # the ledger's rule, after lowercasing
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 MAX_NAME = 200
 # words that show a first row is a header, even one without a `username` column
@@ -151,7 +151,7 @@ def parse_roster(data: bytes, source: str = "roster") -> Roster:
         email = cells[at["email"]].strip() if "email" in at else ""
         if len(name) > MAX_NAME:
             raise RosterError(source, line, f"the name is longer than {MAX_NAME} characters")
-        if email and not _EMAIL.match(email):
+        if email and not EMAIL.match(email):
             raise RosterError(source, line, f"{email!r} is not an e-mail address")
         students.append(Student(line, username, name, email))
     if not students:

@@ -131,6 +131,56 @@ def test_users_see_their_own_projects_and_staff_see_all(quota_hub):
     assert quota_get(hub, bob, "../metrics").status_code == 403
 
 
+def test_a_browser_reads_its_projects_through_the_hubs_oauth(quota_hub):
+    """No token: log in to the hub's page, then the service sends the browser through the
+    hub's OAuth authorisation and back, and answers with that user's projects only."""
+    hub, _data = quota_hub
+    with hub.login("bob", "slicehub-demo") as browser:
+        r = browser.get(f"{hub.url}/services/quota/api/projects", timeout=30)
+        assert r.status_code == 200, (r.status_code, r.url, r.text[:300])
+        hops = [h.url for h in r.history]
+        assert any("/hub/api/oauth2/authorize" in u for u in hops), hops
+        assert any("/services/quota/oauth_callback" in u for u in hops), hops
+        assert [p["project"] for p in r.json()["projects"]] == ["demo-lab"]
+        again = browser.get(f"{hub.url}/services/quota/api/projects", timeout=30)
+        assert again.status_code == 200 and not again.history  # the service's cookie now
+        assert browser.get(f"{hub.url}/services/quota/api/holds").status_code in (403, 405)
+    anonymous = requests.Session()
+    anonymous.trust_env = False
+    r = anonymous.get(f"{hub.url}/services/quota/api/projects", timeout=30)
+    assert "/hub/login" in r.url  # sent to log in, nothing answered
+
+
+def test_a_hold_whose_answer_was_lost_does_not_block_the_next_start(quota_hub):
+    """The spawner gave up waiting for a hold the service did make (a timeout): the next start
+    of that server finds the stale hold, releases it and goes on."""
+    hub, data = quota_hub
+    spawner_token = (data / "quota_spawner_token").read_text().strip()
+    s = requests.Session()
+    s.trust_env = False
+    r = s.post(
+        f"{hub.url}/services/quota/api/holds",
+        headers={"Authorization": f"token {spawner_token}"},
+        json={
+            "project": "demo-lab",
+            "user": "bob",
+            "server_name": "",
+            "slice_type": "cpu",
+            "duration_minutes": 60,
+        },
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    stale = r.json()["id"]
+    r = hub.start_server("bob", {"slice_type": "cpu", "duration_hours": 1})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server("bob")
+    rows = ledger_rows(data, "SELECT id, status FROM sessions WHERE username = 'bob' ORDER BY id")
+    assert rows[0] == (stale, "stopped") and rows[1][1] == "active", rows
+    assert len(rows) == 2
+    hub.stop_server("bob")
+
+
 def test_warnings_then_a_graceful_stop_at_the_end(quota_hub):
     hub, data = quota_hub
     r = hub.start_server("bob", {"slice_type": "cpu", "duration_hours": 1 / 60})  # one minute

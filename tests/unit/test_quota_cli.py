@@ -193,9 +193,15 @@ def test_course_from_a_roster(slicehub, db, tmp_path):
         assert p.is_course and json.loads(p.allowed_slice_types) == ["h100.1g.10gb"]
         assert (p.member_cap_cents, p.max_concurrent_sessions, p.policy) == (50_00, 3, "stop")
         students = s.execute(
-            select(Member.username, Member.role).where(Member.project_id == p.id)
+            select(Member.username, Member.role, Member.name, Member.email).where(
+                Member.project_id == p.id
+            )
         ).all()
-        assert sorted(students) == [(u, "student") for u in ("chan01", "lee02", "wong03")]
+        assert sorted(students) == [  # what the roster says of each student is kept
+            ("chan01", "student", "Chan Tai Man", "chan@example.edu"),
+            ("lee02", "student", "Lee", ""),
+            ("wong03", "student", "", ""),
+        ]
         windows = s.execute(
             select(ClassWindow.starts_at, ClassWindow.ends_at).where(ClassWindow.project_id == p.id)
         ).all()
@@ -342,6 +348,7 @@ BAD = {
     ),
     "grant without dates": ("admin grant add ai-lab --amount 5", "required: --from, --until"),
     "member of unknown project": ("admin member add nope bob", "There is no project 'nope'"),
+    "member with a bad e-mail": ("admin member add ai-lab bob --email bob@", "not an e-mail"),
     "member twice": ("admin member add ai-lab ALICE", "already a member"),
     "bad user name": ("admin member add ai-lab 'bob smith'", "may contain only"),
     "bad role": ("admin member add ai-lab bob --role admin", "invalid choice"),
@@ -469,16 +476,20 @@ def test_refused_input_does_not_even_create_the_database(slicehub, tmp_path):
 
 
 def fail_on_third_member(monkeypatch, exc):
+    """Fail while the third member is being written (its audit entry), inside the ledger's
+    transaction: the members before it are already in the session."""
     calls = []
-    real = Ledger.add_member
+    real = Ledger._audit
 
-    def add_member(self, *args, **kwargs):
-        calls.append(args)
-        if len(calls) == 3:
-            raise exc
-        return real(self, *args, **kwargs)
+    def audit(self, db, at, actor, action, subject, **detail):
+        if action == "member.add":
+            db.flush()  # the members so far really reach the database
+            calls.append(subject)
+            if len(calls) == 3:
+                raise exc
+        return real(self, db, at, actor, action, subject, **detail)
 
-    monkeypatch.setattr(Ledger, "add_member", add_member)
+    monkeypatch.setattr(Ledger, "_audit", audit)
     return calls
 
 
@@ -488,7 +499,7 @@ def test_a_course_that_fails_half_way_leaves_nothing(slicehub, db, tmp_path, mon
     calls = fail_on_third_member(monkeypatch, LedgerError("The ledger refused (injected).", 409))
     r = slicehub(COURSE, "--roster", write_roster(tmp_path, ROSTER), "--grant", "100")
     check_refused(r, "injected")
-    assert len(calls) == 3  # project, grant, windows and two students were written, then undone
+    assert len(calls) == 3  # project, grant, windows and students were written, then undone
     assert dump(db) == before
 
 
