@@ -43,3 +43,14 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 def upgrade(engine: Engine) -> None:
     migrate.upgrade(engine, MIGRATIONS, VERSION_TABLE)
+
+
+def copy_rows(cur, table: str, columns: dict[str, str], rows) -> None:
+    """Binary COPY of `rows` (sequences in the order of `columns`, name -> PostgreSQL type)
+    into `table`, on a psycopg cursor inside the caller's transaction. For bulk writes:
+    sending thousands of rows as statement parameters costs the driver more than the database
+    (a timestamp array of 20,000 ~80 ms); binary COPY sends them in ~15 ms."""
+    with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(columns.values()))
+        for row in rows:
+            copy.write_row(row)
