@@ -187,13 +187,17 @@ def drop_database(url: str) -> None:
         raise ValueError(f"refusing to drop database {target.database!r}")
     with psycopg.connect(**_conninfo(base), autocommit=True) as conn:
         conn.execute(
+            # only our own client sessions: an autovacuum worker on the database (after a
+            # test's updates) belongs to the superuser; DROP DATABASE cancels it itself
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = %s AND pid <> pg_backend_pid()",
+            " WHERE datname = %s AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend' AND usename = current_user",
             (target.database,),
         )
-        # FORCE ends sessions that connected after the line above (PostgreSQL >= 13).
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(target.database)
-            )
-        )
+        # FORCE ends sessions that connected after the line above (PostgreSQL >= 13); it may
+        # not end a superuser's process, and a plain DROP then stops an autovacuum worker itself
+        name = sql.Identifier(target.database)
+        try:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(name))
+        except psycopg.errors.InsufficientPrivilege:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(name))
