@@ -625,6 +625,10 @@ class Ledger:
             )
         return s
 
+    def active_sessions(self) -> list[Session]:
+        with self.session() as db:
+            return list(db.scalars(select(Session).where(Session.status == "active")))
+
     def active_session(self, username: str, server_name: str) -> Session | None:
         with self.session() as db:
             return db.scalar(

@@ -6,20 +6,25 @@ JUPYTERHUB_SERVICE_URL, JUPYTERHUB_API_URL) and:
 
 - SLICEHUB_LEDGER_URL: the ledger database (default sqlite:///slicehub-ledger.sqlite)
 - SLICEHUB_METER_INTERVAL: seconds between metering ticks (default 10)
+- SLICEHUB_ORPHAN_GRACE: seconds a session may go without a server on the hub before it is
+  closed as orphaned (default 120; checked every min(60 s, the grace))
 
 Every tick charges running sessions up to now, records warnings (80%, 95% of the held budget,
 10 minutes before the end) and asks the hub to stop servers whose session has ended, with
 backoff; the spawner then releases the session. A session whose server the hub no longer
-runs is closed by the service itself. After a crash the first tick charges exactly the time
+runs (or never ran: a start that failed before its spawner could release) is closed by the
+service itself, after a grace. After a crash the first tick charges exactly the time
 that passed (metering is idempotent), so a restart loses nothing and doubles nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
+from datetime import timedelta
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
@@ -54,11 +59,11 @@ class HubClient:
         self.token = token
         self.http = AsyncHTTPClient()
 
-    async def request(self, method: str, path: str):
+    async def request(self, method: str, path: str, headers: dict | None = None):
         req = HTTPRequest(
             url_path_join(self.api_url, path),
             method=method,
-            headers={"Authorization": f"token {self.token}"},
+            headers={"Authorization": f"token {self.token}", **(headers or {})},
             allow_nonstandard_methods=True,
             request_timeout=30,
         )
@@ -74,15 +79,40 @@ class HubClient:
         log.warning("Hub answered %s when asked to stop %s/%s", r.code, user, server_name)
         return False
 
+    async def active_servers(self) -> set[tuple[str, str]] | None:
+        """(user, server name) of every server the hub has running or starting; None when the
+        hub could not say (then nothing may be concluded from it)."""
+        found, offset = set(), 0
+        while True:
+            r = await self.request(
+                "GET",
+                f"/users?state=active&offset={offset}&limit=200",
+                {"Accept": "application/jupyterhub-pagination+json"},
+            )
+            if r.code != 200:
+                log.warning("Hub answered %s when asked for active servers", r.code)
+                return None
+            page = json.loads(r.body)
+            for user in page["items"]:
+                found.update((user["name"], name) for name in user.get("servers", {}))
+            following = page["_pagination"].get("next")
+            if not following:
+                return found
+            offset = following["offset"]
+
 
 class Meter:
     """The metering loop: tick, warn, enforce; never dies of one bad tick."""
 
-    def __init__(self, ledger: Ledger, hub: HubClient | None, interval: float):
+    def __init__(
+        self, ledger: Ledger, hub: HubClient | None, interval: float, orphan_grace: float = 120
+    ):
         self.ledger = ledger
         self.hub = hub
         self.interval = interval
+        self.orphan_grace = timedelta(seconds=orphan_grace)
         self._stopping: dict[int, float] = {}  # session id -> next attempt (monotonic)
+        self._next_reconcile = 0.0
 
     async def run(self) -> None:
         delay = self.interval
@@ -103,7 +133,32 @@ class Meter:
             log.info("Warning %s for session %s: %s", level, session_id, message)
         for session_id in result.due:
             await self.enforce(session_id)
+        loop = asyncio.get_running_loop()
+        if self.hub is not None and loop.time() >= self._next_reconcile:
+            period = min(60.0, self.orphan_grace.total_seconds())  # no need to look more often
+            self._next_reconcile = loop.time() + max(self.interval, period)
+            await self.reconcile()
         return result
+
+    async def reconcile(self) -> list[int]:
+        """Close sessions that no server of the hub's carries any more: a start that failed
+        before its spawner could release, a release lost with its spawner. Each is charged up
+        to now (at most the grace and one reconcile period more than it ran), never longer.
+        A session younger than the grace is left alone: its server may be starting."""
+        servers = await self.hub.active_servers()
+        if servers is None:
+            return []
+        now = clock.utcnow()
+        orphans = [
+            s.id
+            for s in await asyncio.to_thread(self.ledger.active_sessions)
+            if (s.username, s.server_name) not in servers
+            and s.started_at <= now - self.orphan_grace
+        ]
+        for session_id in orphans:
+            log.warning("Session %s has no server on the hub; closing it", session_id)
+            await asyncio.to_thread(self.ledger.close_session, session_id, now, "orphaned")
+        return orphans
 
     async def enforce(self, session_id: int) -> None:
         """The session's end has come: stop the server through the hub, gracefully."""
@@ -185,7 +240,12 @@ async def serve() -> None:
     server = HTTPServer(app)
     server.listen(url.port, url.hostname)
     hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-    meter = Meter(ledger, hub, float(os.environ.get("SLICEHUB_METER_INTERVAL", "10")))
+    meter = Meter(
+        ledger,
+        hub,
+        float(os.environ.get("SLICEHUB_METER_INTERVAL", "10")),
+        float(os.environ.get("SLICEHUB_ORPHAN_GRACE", "120")),
+    )
     task = asyncio.create_task(meter.run())
     done = asyncio.Event()
     loop = asyncio.get_running_loop()

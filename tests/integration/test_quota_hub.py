@@ -181,6 +181,52 @@ def test_a_hold_whose_answer_was_lost_does_not_block_the_next_start(quota_hub):
     hub.stop_server("bob")
 
 
+def test_a_hold_without_a_server_is_closed_after_the_grace(hub_factory, tmp_path):
+    """A start that failed before its spawner could release (a hub crash mid-spawn, say)
+    leaves a hold no server carries: the service closes it, and leaves running ones alone."""
+    cfg = tmp_path / "config.py"
+    cfg.write_text(f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n")
+    data = tmp_path / "data"
+    env = {
+        "SLICEHUB_DATA_DIR": str(data),
+        "SLICEHUB_METER_INTERVAL": "1",
+        "SLICEHUB_ORPHAN_GRACE": "2",
+    }
+    hub = hub_factory(cfg, env=env)
+    for u in ("alice", "bob"):
+        hub.create_user(u)
+    r = hub.start_server("alice", {"project": "demo-lab", "slice_type": "cpu", "duration_hours": 1})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server("alice")
+    spawner_token = (data / "quota_spawner_token").read_text().strip()
+    s = requests.Session()
+    s.trust_env = False
+    r = s.post(
+        f"{hub.url}/services/quota/api/holds",
+        headers={"Authorization": f"token {spawner_token}"},
+        json={
+            "project": "demo-lab",
+            "user": "bob",
+            "server_name": "",
+            "slice_type": "cpu",
+            "duration_minutes": 60,
+        },
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    orphan = r.json()["id"]
+    deadline = time.monotonic() + 30  # the grace, then a reconcile (every 2 s here)
+    while time.monotonic() < deadline:
+        status = ledger_rows(data, f"SELECT status, stop_reason FROM sessions WHERE id = {orphan}")
+        if status[0][0] == "stopped":
+            break
+        time.sleep(1)
+    assert status == [("stopped", "orphaned")]
+    alice = ledger_rows(data, "SELECT status FROM sessions WHERE username = 'alice'")
+    assert alice == [("active",)]  # her server runs: her session stays
+    hub.stop_server("alice")
+
+
 def test_warnings_then_a_graceful_stop_at_the_end(quota_hub):
     hub, data = quota_hub
     r = hub.start_server("bob", {"slice_type": "cpu", "duration_hours": 1 / 60})  # one minute
