@@ -122,7 +122,7 @@ def make_requests(n: int) -> list[Request]:
             rng.choices(types, weights)[0],
             timedelta(hours=rng.randint(*HOURS)),
             T0 + timedelta(minutes=j // USERS),
-            j,
+            j=j,
         )
         for j in range(n)
     ]

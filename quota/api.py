@@ -23,7 +23,7 @@ from .ledger import LedgerError, LedgerReader, session_view
 STAFF = "custom:quota:staff"
 HOLDS = "custom:quota:holds"
 METRICS = "custom:quota:metrics"
-HOLD_KEYS = {"project", "user", "server_name", "slice_type", "duration_minutes"}
+HOLD_KEYS = {"project", "user", "server_name", "slice_type", "duration_minutes", "deferred"}
 
 
 class QuotaHandler(HubOAuthenticated, web.RequestHandler):
@@ -147,6 +147,9 @@ class HoldsHandler(QuotaHandler):
         minutes = data.get("duration_minutes")
         if isinstance(minutes, bool) or not isinstance(minutes, int) or not 1 <= minutes <= 44640:
             raise web.HTTPError(400, "duration_minutes must be a whole number from 1 to 44640.")
+        deferred = data.get("deferred", False)
+        if not isinstance(deferred, bool):
+            raise web.HTTPError(400, "deferred must be true or false.")
         request = HoldRequest(
             data["project"],
             data["user"],
@@ -154,12 +157,32 @@ class HoldsHandler(QuotaHandler):
             data["slice_type"],
             timedelta(minutes=minutes),
             clock.utcnow(),
+            deferred,
         )
         try:
             session = await self.settings["holds"].hold(request)
         except LedgerError as e:
             raise web.HTTPError(e.status, str(e)) from None
         self.write_json(session_view(session, data["project"]), status=201)
+
+
+class BeginHandler(QuotaHandler):
+    """POST: a deferred hold's server has started (its batch job left the queue): meter from
+    now, for the length that was held."""
+
+    @web.authenticated
+    async def post(self, session_id):
+        self.require(HOLDS)
+        self.body(set())
+        s = await self.in_db(self.ledger.begin, int(session_id), clock.utcnow())
+        self.write_json(
+            {
+                "id": s.id,
+                "begun": s.begun,
+                "started_at": s.started_at.isoformat(),
+                "end_at": s.end_at.isoformat(),
+            }
+        )
 
 
 class ReleaseHandler(QuotaHandler):

@@ -49,6 +49,7 @@ class HoldRequest:
     slice_type: str
     duration: timedelta
     now: datetime
+    deferred: bool = False  # metered from `Ledger.begin` (a batch job's start), not from now
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class HeldSession:
     charged_subsidy_cents: int = 0
     status: str = "active"
     stop_reason: str = ""
+    begun: bool = True
     stopped_at: datetime | None = None
     id: int = 0
 
@@ -367,6 +369,7 @@ def _decide(r: HoldRequest, p: ProjectState | None, book, known: int, busy: set)
         hold_subsidy_cents=hold_subsidy,
         hold_credit_cents=hold_credit,
         metered_until=now,
+        begun=not r.deferred,
     )
 
 
@@ -427,6 +430,7 @@ _SESSION_COLUMNS = {
     "charged_subsidy_cents": "int8",
     "status": "text",
     "stop_reason": "text",
+    "begun": "bool",
 }
 
 

@@ -469,7 +469,7 @@ class Ledger:
         with self.session.begin() as db:
             t = Session.__table__
             q = select(*(t.c[name] for name in _Metered.__slots__)).where(
-                t.c.status == "active", t.c.metered_until < now
+                t.c.status == "active", t.c.begun, t.c.metered_until < now
             )
             if session_ids is not None:
                 q = q.where(t.c.id.in_(session_ids))
@@ -594,7 +594,8 @@ class Ledger:
             if s.status != "active":
                 return s
             schedule = self._schedule(db, s.slice_type, s.prices_known)
-            stop = max(min(at, s.end_at), s.started_at)
+            # a session that never began (its job left the queue without starting) pays nothing
+            stop = max(min(at, s.end_at), s.started_at) if s.begun else s.started_at
             if stop < s.metered_until:
                 self._reverse(db, s, schedule, stop)
             else:
@@ -623,6 +624,29 @@ class Ledger:
                 charged_list_cents=s.charged_list_cents,
                 charged_subsidy_cents=s.charged_subsidy_cents,
             )
+        return s
+
+    def begin(self, session_id: int, at: datetime) -> Session:
+        """The server of a deferred hold has started (its batch job left the queue): metering
+        starts now, and the session keeps the length that was held. Its window moves to
+        [at, at + length); if prices changed in between, the end comes earlier so that the
+        session never costs more than its hold. Repeating it changes nothing."""
+        with self.session.begin() as db:
+            s = db.get(Session, session_id, with_for_update=not self._is_sqlite)
+            if s is None:
+                raise LedgerError(f"There is no session {session_id}.", 404)
+            if s.begun or s.status != "active":
+                return s
+            start = max(at, s.started_at)
+            end = start + (s.end_at - s.started_at)
+            schedule = self._schedule(db, s.slice_type, s.prices_known)
+            if schedule.cost(start, end) > s.hold_list_cents:  # priced from its hold on
+                end = schedule.end_for_budget(start, s.hold_list_cents, end)
+            queued = start - s.started_at
+            s.started_at = s.metered_until = start
+            s.end_at = end
+            s.begun = True
+            self._audit(db, at, s.username, "session.begin", str(s.id), queued=queued, end_at=end)
         return s
 
     def active_sessions(self) -> list[Session]:
@@ -838,6 +862,7 @@ def session_view(s: Session, project_slug: str) -> dict:
         "charged_subsidy_cents": s.charged_subsidy_cents,
         "charged_copay_cents": s.charged_list_cents - s.charged_subsidy_cents,
         "metered_until": s.metered_until.isoformat(),
+        "begun": s.begun,
     }
 
 

@@ -164,6 +164,8 @@ class Session(Base):
     charged_list_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     charged_subsidy_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     status: Mapped[str] = mapped_column(String(16), index=True)  # active | stopped
+    # False while the server waits in a batch queue: held, not yet metered (`Ledger.begin`)
+    begun: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     stop_reason: Mapped[str] = mapped_column(String(64), default="")
 

@@ -202,6 +202,7 @@ def make_app(ledger: Ledger, prefix: str = "/services/quota/") -> web.Applicatio
             (route("api/warnings"), api.WarningsHandler),
             (route("api/holds"), api.HoldsHandler),
             (route(r"api/sessions/(\d+)/release"), api.ReleaseHandler),
+            (route(r"api/sessions/(\d+)/begin"), api.BeginHandler),
             (route("api/health"), api.HealthHandler),
             (route("metrics"), MetricsHandler),
             (route("oauth_callback"), HubOAuthCallbackHandler),

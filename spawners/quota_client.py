@@ -55,7 +55,11 @@ class QuotaClient:
     async def projects(self, user: str) -> list[dict]:
         return (await self._call("GET", f"api/projects?user={quote(user)}"))["projects"]
 
-    async def hold(self, project, user, server_name, slice_type, minutes) -> dict:
+    async def hold(
+        self, project, user, server_name, slice_type, minutes, deferred: bool = False
+    ) -> dict:
+        """Hold the cost of `minutes` on `slice_type`. `deferred`: the server waits in a
+        batch queue first; metering starts with `begin`, so queued time is not charged."""
         return await self._call(
             "POST",
             "api/holds",
@@ -65,8 +69,13 @@ class QuotaClient:
                 "server_name": server_name,
                 "slice_type": slice_type,
                 "duration_minutes": minutes,
+                "deferred": deferred,
             },
         )
+
+    async def begin(self, session_id: int) -> dict:
+        """The deferred session's server has started: metering starts now."""
+        return await self._call("POST", f"api/sessions/{int(session_id)}/begin", {})
 
     async def release_stale(self, user: str, server_name: str) -> bool:
         """Release any session the ledger still has active for this server; True if one was.

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
+from quota.hold import HoldRequest
 from quota.ledger import Ledger, LedgerError
 from quota.pricing import PricePoint, PriceSchedule, split_increment, subsidy_of
 
@@ -151,3 +152,39 @@ def test_piecewise_price_and_the_rounding_rule():
     part = split_increment(1000, 1001, 7000, subsidy_room=10**6)
     assert (part.list_cents, part.subsidy_cents, part.copay_cents) == (1, 0, 1)
     assert sched.end_for_budget(T0, 1650, T0 + 10 * H) == T0 + H + timedelta(seconds=1800)
+
+
+def test_queued_time_is_not_charged_a_deferred_hold_is_metered_from_its_begin(ledger):
+    project(ledger, "lab")
+    ledger.add_member("staff", "lab", "ann", T0)
+    s = ledger.open_sessions([HoldRequest("lab", "ann", "", "h100.1g.10gb", 2 * H, T0, True)])[0]
+    assert not s.begun
+    assert ledger.meter(T0 + H).charges == 0  # 1 h in the queue: nothing charged
+    assert ledger.balance("lab", T0 + H).subsidy_held_cents == 14_00  # but the money is held
+    begun = ledger.begin(s.id, T0 + H)
+    assert (begun.started_at, begun.end_at) == (T0 + H, T0 + 3 * H)  # the full 2 h, from now
+    assert ledger.begin(s.id, T0 + 2 * H).started_at == T0 + H  # a repeat changes nothing
+    ledger.meter(T0 + 2 * H)
+    closed = ledger.close_session(s.id, T0 + 2 * H)
+    assert closed.charged_list_cents == 10_00  # one hour at HK$10.00, none of the queue
+
+
+def test_a_deferred_hold_that_never_began_costs_nothing(ledger):
+    project(ledger, "lab")
+    ledger.add_member("staff", "lab", "ann", T0)
+    s = ledger.open_sessions([HoldRequest("lab", "ann", "", "h100.1g.10gb", H, T0, True)])[0]
+    closed = ledger.close_session(s.id, T0 + H / 2)  # cancelled while queued
+    assert (closed.status, closed.charged_list_cents) == ("stopped", 0)
+    assert ledger.balance("lab", T0 + H).subsidy_left_cents == 100_00
+
+
+def test_a_begin_after_a_price_rise_ends_the_session_where_the_hold_runs_out(ledger):
+    project(ledger, "lab")
+    ledger.add_member("staff", "lab", "ann", T0)
+    ledger.set_price("staff", "h100.1g.10gb", 2000, T0 + 2 * H, T0)  # doubles in 2 h
+    s = ledger.open_sessions([HoldRequest("lab", "ann", "", "h100.1g.10gb", 2 * H, T0, True)])[0]
+    assert s.hold_list_cents == 20_00
+    begun = ledger.begin(s.id, T0 + H)  # 1 h at HK$10 + then HK$20/h: HK$20 lasts 1.5 h
+    assert begun.end_at == T0 + H + 1.5 * H
+    ledger.meter(begun.end_at)
+    assert ledger.close_session(s.id, begun.end_at).charged_list_cents == 20_00

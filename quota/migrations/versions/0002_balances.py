@@ -11,6 +11,8 @@ Create Date: 2026-11-22 15:30:00
 - uq_sessions_active_server: a partial unique index, so the database itself refuses a second
   active session for one user's server, whatever a caller does.
 - members.name / members.email: what a course roster says of each student, kept.
+- sessions.begun: false while a server waits in a batch queue (Slurm): its hold is made, its
+  metering starts only when the job starts (`Ledger.begin`), so queued time is never charged.
 - sessions fillfactor 45 on PostgreSQL (was 80): a metering tick updates *every* active
   session, so a page needs room for a second copy of all its rows for the updates to stay on
   the page (HOT: no index touched); at 80 most of them spilled to other pages and wrote an
@@ -35,6 +37,10 @@ def upgrade() -> None:
             batch_op.add_column(
                 sa.Column(column, sa.BigInteger(), nullable=False, server_default="0")
             )
+    with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("begun", sa.Boolean(), nullable=False, server_default=sa.text("true"))
+        )
     with op.batch_alter_table("members", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column("name", sa.String(length=200), nullable=False, server_default="")
@@ -72,6 +78,8 @@ def downgrade() -> None:
     op.drop_index("uq_sessions_active_server", table_name="sessions")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE sessions SET (fillfactor = 80)")
+    with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.drop_column("begun")
     with op.batch_alter_table("members", schema=None) as batch_op:
         batch_op.drop_column("email")
         batch_op.drop_column("name")
