@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
@@ -186,13 +186,25 @@ class BeginHandler(QuotaHandler):
 
 
 class ReleaseHandler(QuotaHandler):
-    """POST: the server stopped; charge to now and release the rest of the hold."""
+    """POST: the server stopped; charge to when it stopped (`stopped_at`, when the spawner
+    knows it, e.g. from the batch system's accounting; never later than now) and release the
+    rest of the hold."""
 
     @web.authenticated
     async def post(self, session_id):
         self.require(HOLDS)
-        self.body(set())
-        s = await self.in_db(self.ledger.close_session, int(session_id), clock.utcnow(), "stopped")
+        data = self.body({"stopped_at"})
+        now = clock.utcnow()
+        at = now
+        if data.get("stopped_at") is not None:
+            try:
+                at = datetime.fromisoformat(data["stopped_at"])
+            except (TypeError, ValueError):
+                raise web.HTTPError(400, "stopped_at must be an ISO 8601 time.") from None
+            if at.tzinfo is None:
+                raise web.HTTPError(400, "stopped_at needs a time zone.")
+            at = min(at, now)
+        s = await self.in_db(self.ledger.close_session, int(session_id), at, "stopped")
         self.write_json(
             {"id": s.id, "status": s.status, "charged_list_cents": s.charged_list_cents}
         )
