@@ -18,14 +18,16 @@ NPM_FLAGS := --no-audit --no-fund --loglevel=error
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv node_modules postgres demo test lint format bench clean
+.PHONY: help venv node_modules postgres slurm demo slurm-demo test lint format bench clean
 
 help:
 	@echo "make venv          $(VENV) from $(BASE_PYTHON), with slicehub[test] installed editable"
 	@echo "make node_modules  configurable-http-proxy from package-lock.json"
 	@echo "make postgres      Debian's PostgreSQL 15 installed, running, slicehub/slicehub_test ready"
+	@echo "make slurm         Debian's Slurm (+ slurmdbd accounting) on this machine, GPU slices as GRES"
 	@echo "make demo          a local hub on http://127.0.0.1:8000 (python -m spawners.cli demo)"
-	@echo "make test          postgres, then ruff check + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
+	@echo "make slurm-demo    the hub on http://127.0.0.1:8000 with servers as jobs on that Slurm"
+	@echo "make test          postgres, slurm, then ruff check + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
 	@echo "make lint          ruff check + ruff format --check"
 	@echo "make format        ruff format + ruff check --fix"
 	@echo "make bench         every bench/*.py with the venv's python (BENCH_ARGS passed to each)"
@@ -65,11 +67,33 @@ postgres:
 		exit $$status; \
 	fi
 
+# Installs, configures and starts the single-node test Slurm (scripts/slurm.sh), with accounting
+# (slurmdbd + MariaDB: the reconcile tests need sacct). Exit 3 outside CI (not root, no apt): the
+# slurm tests then skip, saying why.
+slurm:
+	@status=0; scripts/slurm.sh start --accounting >/dev/null || status=$$?; \
+	if [ $$status -eq 3 ] && [ -z "$${CI:-}" ]; then \
+		echo "slurm: not available here; the slurm tests will skip"; \
+	else \
+		exit $$status; \
+	fi
+
+# The hub with hub_config/slurm-site.toml: every server a Slurm job on the test cluster. The demo
+# projects' accounts are made first (accounting enforces associations). Its own data dir.
+slurm-demo: export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
+slurm-demo: venv node_modules slurm
+	@for account in demo-lab vision-group; do \
+		scripts/slurm.sh ensure-account $$account && scripts/slurm.sh ensure-user root $$account; \
+	done
+	eval "$$(scripts/slurm.sh env)"; \
+	SLICEHUB_SITE=$(CURDIR)/hub_config/slurm-site.toml SLICEHUB_DATA_DIR=$(CURDIR)/.data/slurm \
+		$(PY) -m spawners.cli demo
+
 demo: export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 demo: venv node_modules
 	$(PY) -m spawners.cli demo
 
-test: postgres venv node_modules
+test: postgres slurm venv node_modules
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 

@@ -136,7 +136,9 @@ def chp_version() -> str:
         return "unknown"
 
 
-def report(sides: list[Side], args: argparse.Namespace) -> str:
+def compare(sides) -> tuple[list[str], float, float, float, str]:
+    """Two spawners' samples (A, B): the table rows, the ratio of medians A/B with its 95%
+    bootstrap interval, and the verdict against GOAL_RATIO. Shared with bench/slurm_spawn.py."""
     rows = [
         "| spawner | n | mean (s) | p50 (s) | p95 (s) | min (s) | max (s) |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -159,6 +161,12 @@ def report(sides: list[Side], args: argparse.Namespace) -> str:
             f"{'met' if ratio <= GOAL_RATIO else 'not met'} by the point estimate, but the "
             "interval spans the goal: inconclusive at this noise; use more --rounds"
         )
+    return rows, ratio, low, high, verdict
+
+
+def report(sides: list[Side], args: argparse.Namespace) -> str:
+    rows, ratio, low, high, verdict = compare(sides)
+    a, b = sides
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         "# Spawn-to-ready latency through the REST API",

@@ -1,12 +1,17 @@
-"""Slicehub's JupyterHub configuration: the embedded default (one machine, SQLite).
+"""Slicehub's JupyterHub configuration: the embedded default (one machine, SQLite), or the test
+Slurm cluster when the site file has a [slurm] table (slurm-site.toml: SlurmSliceSpawner).
 
 Environment:
   SLICEHUB_SITE           site file (default: demo-site.toml beside this file)
+  SLICEHUB_SLURM_BIND_IP  where Slurm jobs' servers listen (default: 127.0.0.1, the test
+                          cluster is this machine; a centre's compute nodes: 0.0.0.0)
   SLICEHUB_DATA_DIR       where the hub keeps its databases, cookie secret and demo homes
                           (default: .data/ at the repository root)
   SLICEHUB_DEMO_PASSWORD  the demo users' shared password (default: slicehub-demo)
   SLICEHUB_LEDGER_URL     the ledger database (default: SQLite in the data dir)
   SLICEHUB_METER_INTERVAL seconds between metering ticks (default: 10)
+  SLICEHUB_ORPHAN_GRACE   seconds a ledger session may have no server on the hub before the
+                          quota service closes it (default: 120)
 
 The site file is checked before the hub starts: a bad value stops it with the file, key and fix.
 """
@@ -38,11 +43,23 @@ c.JupyterHub.pid_file = str(data_dir / "jupyterhub.pid")
 c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
 c.ConfigurableHTTPProxy.command = [str(repo / "node_modules" / ".bin" / "configurable-http-proxy")]
 
-c.JupyterHub.spawner_class = "slicehub-local"
-c.LocalSliceSpawner.site_file = str(site_file)
-c.LocalSliceSpawner.database_url = f"sqlite:///{data_dir / 'slicehub.sqlite'}"
-c.LocalSliceSpawner.home_root = str(data_dir / "homes")
-c.Spawner.cmd = [str(Path(sys.executable).parent / "jupyterhub-singleuser")]
+venv_bin = Path(sys.executable).parent
+if site.slurm is not None:
+    from spawners.batch_api import close_batchspawner_api
+
+    # batchspawner's API lets a server's token set any spawner attribute: only the port, here
+    close_batchspawner_api()
+    c.JupyterHub.spawner_class = "slicehub-slurm"
+    spawner = c.SlurmSliceSpawner
+    spawner.batchspawner_singleuser_cmd = str(venv_bin / "batchspawner-singleuser")
+    spawner.bind_ip = os.environ.get("SLICEHUB_SLURM_BIND_IP", "127.0.0.1")
+else:
+    c.JupyterHub.spawner_class = "slicehub-local"
+    spawner = c.LocalSliceSpawner
+    spawner.database_url = f"sqlite:///{data_dir / 'slicehub.sqlite'}"
+spawner.site_file = str(site_file)
+spawner.home_root = str(data_dir / "homes")
+c.Spawner.cmd = [str(venv_bin / "jupyterhub-singleuser")]
 c.Spawner.default_url = "/lab"
 c.Spawner.start_timeout = 60
 c.Spawner.http_timeout = 60
@@ -96,6 +113,7 @@ c.JupyterHub.services = [
         "environment": {
             "SLICEHUB_LEDGER_URL": ledger_url,
             "SLICEHUB_METER_INTERVAL": os.environ.get("SLICEHUB_METER_INTERVAL", "10"),
+            "SLICEHUB_ORPHAN_GRACE": os.environ.get("SLICEHUB_ORPHAN_GRACE", "120"),
         },
         "oauth_client_allowed_scopes": ["custom:quota:staff", "custom:quota:metrics"],
         # part of the deployment, not a third party: no "authorize access?" page in between
@@ -124,5 +142,5 @@ c.JupyterHub.load_roles = [
     },
     {"name": "user", "scopes": ["self", "access:services!service=quota"]},
 ]
-c.LocalSliceSpawner.quota_url = f"{quota_url}/services/quota/"
-c.LocalSliceSpawner.quota_token = spawner_token
+spawner.quota_url = f"{quota_url}/services/quota/"
+spawner.quota_token = spawner_token

@@ -10,38 +10,16 @@ hub's own user with a home under `home_root`.
 from __future__ import annotations
 
 import os
-import pwd
 from pathlib import Path
 
 from jupyterhub.spawner import LocalProcessSpawner
-from traitlets import Unicode
 
 from . import limits
 from .slicing import SliceSpawnerMixin
 
 
 class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner):
-    home_root = Unicode(
-        "slicehub-homes",
-        config=True,
-        help="""Directory under which demo users get their home (run_as = "hub-user").
-
-        Default: "slicehub-homes", relative to the hub's working directory. Unused when the site
-        runs servers as the users' own Unix accounts.
-        """,
-    )
-
     _cgroup: Path | None = None
-
-    @property
-    def runs_as_hub_user(self) -> bool:
-        return self.slices.site.run_as == "hub-user"
-
-    @property
-    def home_dir(self) -> str:
-        if self.runs_as_hub_user:
-            return str(Path(self.home_root).resolve() / self.user.name)
-        return pwd.getpwnam(self.user.name).pw_dir
 
     def make_preexec_fn(self, name):
         if self.runs_as_hub_user:
@@ -57,14 +35,6 @@ class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner):
         a = self.assignment
         cpus = limits.pin_cpus(a.cpu_ids, os.sched_getaffinity(0)) if a else None
         return limits.make_preexec(cpus, self._cgroup, then)
-
-    def user_env(self, env):
-        if self.runs_as_hub_user:
-            env["USER"] = self.user.name
-            env["HOME"] = self.home_dir
-            env["SHELL"] = "/bin/bash"
-            return env
-        return super().user_env(env)
 
     def get_env(self):
         env = super().get_env()

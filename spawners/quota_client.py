@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime
 from urllib.parse import quote
 
 from jupyterhub.utils import exponential_backoff, url_path_join
@@ -91,12 +92,16 @@ class QuotaClient:
             await self.release(s["id"])
         return bool(stale)
 
-    async def release(self, session_id: int, attempts_timeout: float = 60) -> None:
-        """Release with retries: a stopped server must stop being charged."""
+    async def release(
+        self, session_id: int, stopped_at: datetime | None = None, attempts_timeout: float = 60
+    ) -> None:
+        """Release with retries: a stopped server must stop being charged. `stopped_at`: when
+        it stopped, if known (default: now)."""
+        body = {"stopped_at": stopped_at.isoformat()} if stopped_at else {}
 
         async def attempt():
             try:
-                await self._call("POST", f"api/sessions/{int(session_id)}/release", {})
+                await self._call("POST", f"api/sessions/{int(session_id)}/release", body)
                 return True
             except web.HTTPError as e:
                 if e.status_code == 503:

@@ -1,7 +1,9 @@
 """The site file: what a deployment offers, read from TOML and checked before the hub starts.
 
 A site file names the nodes and GPUs (declared, or discovered through NVML), the slice types
-offered with their CPUs, memory and list price, and the limits on a session's duration. Every
+offered with their CPUs, memory and list price, and the limits on a session's duration. A site
+whose servers run as Slurm jobs has a `[slurm]` table instead of nodes: the partition and GRES
+type behind each slice type and the Slurm account of each project (Slurm knows the nodes). Every
 problem is reported as a `SiteError` that names the file, the key and the fix, so a bad edit
 stops the hub at start-up instead of surfacing as a failed spawn hours later.
 
@@ -10,6 +12,7 @@ This module decides what is *offered*; `spawners.allocator` decides what is *fre
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +25,7 @@ from traitlets import TraitError
 from quota.money import parse_cents
 
 from . import inventory as inv
+from . import slurm_commands as sc
 from .catalogue import SliceShape, gpu_model, parse_slice_type, solve_layout
 
 
@@ -33,8 +37,11 @@ class SiteError(ValueError):
         super().__init__(f"{path}: {key}: {problem}. Fix: {fix}")
 
 
+_PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")  # as spawners.options accepts them
 RUN_AS = ("hub-user", "unix-users")
 INVENTORY_SOURCES = ("declared", "nvml", "auto")
+SLURM_DEVICES = ("real", "declared")
+SLURM_COMMANDS = ("sbatch", "squeue", "scancel", "sinfo", "scontrol", "sacct")
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,37 @@ class SessionLimits:
 
 
 @dataclass(frozen=True)
+class SlurmSliceType:
+    """Where a slice type runs on the cluster: its partition and the GRES that make it."""
+
+    partition: str
+    gres_type: str | None  # GRES type of `gpu`, e.g. "1g.10gb"; None for a CPU-only slice
+    gres_count: int  # 1 for a MIG slice, N for N whole GPUs, 0 for a CPU-only slice
+
+    @property
+    def gres(self) -> tuple[tuple[str, int], ...]:
+        return ((self.gres_type, self.gres_count),) if self.gres_type else ()
+
+
+@dataclass(frozen=True)
+class SlurmSite:
+    """The `[slurm]` table: how this site's slice types and projects map onto the cluster."""
+
+    partition: str  # the default partition
+    devices: str  # "real", or "declared": GRES on stand-in devices (a test cluster)
+    slice_types: Mapping[str, SlurmSliceType]
+    accounts: Mapping[str, str]  # Slicehub project -> Slurm account
+    default_account: str | None  # for projects not in `accounts`; None: such projects are refused
+    commands: Mapping[str, str]  # "sbatch" -> "/usr/bin/sbatch"; missing: found on PATH
+
+    def account_for(self, project: str) -> str | None:
+        return self.accounts.get(project, self.default_account)
+
+    def command(self, name: str) -> str:
+        return self.commands.get(name, name)
+
+
+@dataclass(frozen=True)
 class Site:
     path: Path
     name: str
@@ -70,6 +108,7 @@ class Site:
     sessions: SessionLimits
     nodes: tuple[inv.Node, ...]
     slice_types: Mapping[str, SliceType] = field(default_factory=dict)
+    slurm: SlurmSite | None = None  # servers run as Slurm jobs; Slurm places them
 
     def inventory(self) -> inv.Inventory:
         return inv.Inventory(self.nodes)
@@ -140,7 +179,7 @@ def load_site(path: Path | str) -> Site:
 
 def parse_site(raw: dict[str, Any], path: Path | str = "<site>") -> Site:
     path = Path(path)
-    _no_unknown(path, "", raw, {"site", "sessions", "nodes", "slice_types"})
+    _no_unknown(path, "", raw, {"site", "sessions", "nodes", "slice_types", "slurm"})
     head = _table(path, "site", raw.get("site", {}))
     _no_unknown(path, "site", head, {"name", "currency", "run_as", "inventory"})
     name = head.get("name", "slicehub")
@@ -153,8 +192,97 @@ def parse_site(raw: dict[str, Any], path: Path | str = "<site>") -> Site:
     sessions = _sessions(path, _table(path, "sessions", raw.get("sessions", {})))
     nodes = _nodes(path, raw.get("nodes", []), name)
     slice_types = _slice_types(path, _table(path, "slice_types", raw.get("slice_types", {})))
+    if "slurm" in raw:
+        if nodes:
+            raise SiteError(
+                path,
+                "nodes",
+                "a Slurm site does not list nodes: Slurm knows them and places each job",
+                "remove the [[nodes]] tables (or the [slurm] table, to run servers locally)",
+            )
+        slurm = _slurm(path, _table(path, "slurm", raw["slurm"]), slice_types)
+        return Site(path, name, currency, run_as, source, sessions, (), slice_types, slurm)
     _check_offer_can_run(path, nodes, slice_types, source)
     return Site(path, name, currency, run_as, source, sessions, nodes, slice_types)
+
+
+def _slurm_name(path, key, value, check) -> str:
+    try:
+        return check(value)
+    except ValueError as e:
+        raise SiteError(path, key, str(e).rstrip("."), "write a name Slurm accepts") from None
+
+
+def _slurm(path, table, slice_types: Mapping[str, SliceType]) -> SlurmSite:
+    """The `[slurm]` table, checked against the offer: every slice type must say how it runs."""
+    allowed = {"partition", "devices", "default_account", "accounts", "slice_types", "commands"}
+    _no_unknown(path, "slurm", table, allowed)
+    if "partition" not in table:
+        raise SiteError(
+            path, "slurm.partition", "is missing", 'name the default partition: partition = "gpu"'
+        )
+    partition = _slurm_name(path, "slurm.partition", table["partition"], sc.check_partition)
+    devices = _choice(path, "slurm.devices", table.get("devices", "real"), SLURM_DEVICES)
+    default_account = table.get("default_account")
+    if default_account is not None:
+        default_account = _slurm_name(
+            path, "slurm.default_account", default_account, sc.check_account
+        )
+    accounts = {}
+    for project, account in _table(path, "slurm.accounts", table.get("accounts", {})).items():
+        key = f'slurm.accounts."{project}"'
+        if not isinstance(project, str) or not _PROJECT_ID.fullmatch(project):
+            raise SiteError(
+                path, key, "is not a Slicehub project id", "use the project's id, e.g. ai-lab"
+            )
+        accounts[project] = _slurm_name(path, key, account, sc.check_account)
+    commands = {}
+    for name, exe in _table(path, "slurm.commands", table.get("commands", {})).items():
+        key = f"slurm.commands.{name}"
+        if name not in SLURM_COMMANDS:
+            raise SiteError(
+                path,
+                key,
+                "is not a Slurm command Slicehub runs",
+                f"use {', '.join(SLURM_COMMANDS)}",
+            )
+        commands[name] = _slurm_name(path, key, exe, sc.check_executable)
+
+    raw_types = _table(path, "slurm.slice_types", table.get("slice_types", {}))
+    for name in raw_types:
+        if name not in slice_types:
+            raise SiteError(
+                path,
+                f'slurm.slice_types."{name}"',
+                "is not an offered slice type",
+                f'remove it, or offer it under [slice_types."{name}"]',
+            )
+    out = {}
+    for name, st in slice_types.items():
+        key = f'slurm.slice_types."{name}"'
+        spec = _table(path, key, raw_types.get(name, {}))
+        _no_unknown(path, key, spec, {"partition", "gres"})
+        part = partition
+        if "partition" in spec:
+            part = _slurm_name(path, f"{key}.partition", spec["partition"], sc.check_partition)
+        gres = spec.get("gres")
+        if st.shape.kind == "cpu":
+            if gres is not None:
+                raise SiteError(path, f"{key}.gres", "a CPU-only slice has no GPU", "remove gres")
+            out[name] = SlurmSliceType(part, None, 0)
+            continue
+        if gres is None:
+            raise SiteError(
+                path,
+                f"{key}.gres",
+                "is missing: Slicehub does not guess which GRES makes this slice",
+                'name the GRES type of gpu that Slurm has for it, e.g. gres = "1g.10gb" '
+                "(see `sinfo -o %G`)",
+            )
+        gres = _slurm_name(path, f"{key}.gres", gres, sc.check_gres_type)
+        count = st.shape.count if st.shape.kind == "gpu" else 1
+        out[name] = SlurmSliceType(part, gres, count)
+    return SlurmSite(partition, devices, out, accounts, default_account, commands)
 
 
 def _sessions(path, table) -> SessionLimits:

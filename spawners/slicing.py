@@ -1,10 +1,15 @@
 """What every Slicehub spawner does, whatever runs the server: form, options, slice, env, state.
 
-`SliceSpawnerMixin` goes in front of a JupyterHub spawner class (LocalProcessSpawner now,
-batchspawner's SlurmSpawner later). It renders the options form, validates options from the form
-and from the REST API with the same function, reserves a slice before the server starts and
-releases it when the server stops or fails to start, and describes the slice to the server
-through its environment. Launching and stopping processes stays with the spawner it is mixed into.
+`SliceSpawnerMixin` goes in front of a JupyterHub spawner class (LocalProcessSpawner, or
+batchspawner's SlurmSpawner). It renders the options form, validates options from the form and
+from the REST API with the same function, holds the session's cost in the ledger, reserves a slice
+before the server starts and releases both when the server stops or fails to start, and describes
+the slice to the server through its environment. Launching and stopping processes stays with the
+spawner it is mixed into.
+
+Where the slice comes from is a hook: `offer()` (free counts for the form), `reserve_slice()`
+(hold, then take a slice from the local allocator), `free_slice()` and `holds_slice()`. Under Slurm,
+Slurm places the job, so SlurmSliceSpawner replaces them and never touches the local allocator.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import asyncio
 import functools
 import logging
 import os
+import pwd
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -26,9 +32,10 @@ from quota import clock
 from quota.money import format_money
 
 from .allocator import Assignment
-from .manager import NoSliceFree, SliceManager
+from .manager import Availability, NoSliceFree, SliceManager
 from .options import OptionsError, SliceOptions, options_from_form, validate_options
 from .quota_client import QuotaClient
+from .site import Site
 
 STATE_VERSION = 1
 TEMPLATES = Path(__file__).parent / "templates"
@@ -162,7 +169,19 @@ class SliceSpawnerMixin(LoggingConfigurable):
         """,
     )
 
+    home_root = Unicode(
+        "slicehub-homes",
+        config=True,
+        help="""Directory under which demo users get their home (run_as = "hub-user").
+
+        Default: "slicehub-homes", relative to the hub's working directory. Unused when the site
+        runs servers as the users' own Unix accounts.
+        """,
+    )
+
     _reconcile_task: asyncio.Task | None = None
+    # True where a start with no slice free waits in a queue (Slurm) instead of being refused
+    queues_when_full = False
 
     @default("apply_user_options")
     def _default_apply_user_options(self):
@@ -188,13 +207,37 @@ class SliceSpawnerMixin(LoggingConfigurable):
         return manager
 
     @property
+    def site(self) -> Site:
+        return self.slices.site
+
+    @property
     def holder(self) -> str:
         return f"{self.user.name}/{self.name}"
+
+    @property
+    def runs_as_hub_user(self) -> bool:
+        return self.site.run_as == "hub-user"
+
+    @property
+    def home_dir(self) -> str:
+        if self.runs_as_hub_user:
+            return str(Path(self.home_root).resolve() / self.user.name)
+        return pwd.getpwnam(self.user.name).pw_dir
+
+    def user_env(self, env):
+        """In demo mode the server runs as the hub's user, in a home of its own."""
+        if self.runs_as_hub_user:
+            env["USER"] = self.user.name
+            env["HOME"] = self.home_dir
+            env["SHELL"] = "/bin/bash"
+            return env
+        return super().user_env(env)
 
     slice_options: SliceOptions | None = None
     assignment: Assignment | None = None
     session_end = None
     ledger_session: dict | None = None  # the quota service's view of this start's hold
+    server_ended_at: datetime | None = None  # when the server stopped, if a spawner knows
     _slice_progress: tuple | list = ()  # this start's progress events, for progress()
 
     @property
@@ -220,16 +263,22 @@ class SliceSpawnerMixin(LoggingConfigurable):
 
     def check_options(self, user_options) -> SliceOptions:
         try:
-            return validate_options(user_options, self.slices.site)
+            return validate_options(user_options, self.site)
         except OptionsError as e:
             raise web.HTTPError(400, str(e)) from None
 
-    async def _render_options_form(self, spawner=None):
+    async def offer(self) -> tuple[list[Availability], bool]:
+        """Per offered slice type, how many are free now and in all (None: not known right now),
+        and whether the devices are declared rather than real. The form shows these."""
         manager = self.slices
-        site = manager.site
+        return manager.availability(), manager.inventory.declared
+
+    async def _render_options_form(self, spawner=None):
+        site = self.site
+        availability, declared = await self.offer()
         previous = (self.orm_spawner.user_options or {}) if self.orm_spawner else {}
         rows = []
-        for av in manager.availability():
+        for av in availability:
             st = av.slice_type
             rows.append(
                 {
@@ -243,7 +292,8 @@ class SliceSpawnerMixin(LoggingConfigurable):
                     "price": format_money(st.price_cents, site.currency),
                     "free": av.free,
                     "capacity": av.capacity,
-                    "declared": st.shape.kind != "cpu" and manager.inventory.declared,
+                    "declared": st.shape.kind != "cpu" and declared,
+                    "queues": self.queues_when_full,
                 }
             )
         projects, quota_problem = [], None
@@ -266,9 +316,10 @@ class SliceSpawnerMixin(LoggingConfigurable):
             }
             for p in projects
         ]
+        selectable = {r["name"] for r in rows if r["free"] or (r["queues"] and r["capacity"] != 0)}
         selected = previous.get("slice_type")
-        if selected not in {r["name"] for r in rows if r["free"]}:
-            selected = next((r["name"] for r in rows if r["free"]), None)
+        if selected not in selectable:
+            selected = next((r["name"] for r in rows if r["name"] in selectable), None)
         limits = site.sessions
         template = _form_template(self.options_form_template)
         return template.render(
@@ -277,7 +328,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
             quota_problem=quota_problem,
             rows=rows,
             selected=selected,
-            declared=manager.inventory.declared,
+            declared=declared,
             min_hours=limits.min_minutes / 60,
             max_hours=limits.max_minutes / 60,
             default_hours=previous.get("duration_hours", limits.default_minutes / 60),
@@ -288,9 +339,13 @@ class SliceSpawnerMixin(LoggingConfigurable):
     def _progress_event(self, progress: int, message: str) -> None:
         self._slice_progress.append({"progress": progress, "message": message})
 
-    async def reserve_slice(self) -> Assignment:
-        """Validate again (REST and reused options skip the form), then take the slice."""
+    async def hold_budget(self, deferred: bool = False) -> SliceOptions:
+        """Validate again (REST and reused options skip the form), then hold the session's cost
+        in the ledger (when there is one). Refusals are HTTP errors with a sentence.
+        `deferred`: the server waits in a batch queue first; metering starts with
+        `begin_metering`, so the queue is not charged."""
         self._slice_progress = []
+        self.server_ended_at = None
         options = self.check_options(self.user_options)
         self.slice_options = options
         self.session_end = clock.utcnow() + timedelta(minutes=options.duration_minutes)
@@ -299,7 +354,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
         if self.quota is not None:
             project = await self._project_for(options)
             self._progress_event(5, f"Holding the cost of {st.name} for project {project}")
-            hold = (project, self.user.name, self.name, st.name, options.duration_minutes)
+            hold = (project, self.user.name, self.name, st.name, options.duration_minutes, deferred)
             try:
                 self.ledger_session = await self.quota.hold(*hold)
             except web.HTTPError as e:
@@ -315,6 +370,12 @@ class SliceSpawnerMixin(LoggingConfigurable):
                 f"Held {format_money(self.ledger_session['hold_list_cents'])} at list price "
                 f"for project {project}; the session ends at {self.session_end:%H:%M} UTC",
             )
+        return options
+
+    async def reserve_slice(self) -> Assignment:
+        """Hold the cost (`hold_budget`), then take a slice from the local allocator."""
+        options = await self.hold_budget()
+        st = options.slice_type
         self._progress_event(15, f"Reserving a {st.name} slice")
         try:
             assignment = await self.slices.reserve(self.holder, st, self.session_end)
@@ -335,14 +396,32 @@ class SliceSpawnerMixin(LoggingConfigurable):
 
     async def release_slice(self) -> None:
         self.assignment = None
-        await self.slices.release(self.holder)
+        await self.free_slice()
         await self._release_hold()
+
+    async def free_slice(self) -> None:
+        """Give back the slice itself (the hold is released by `release_slice`)."""
+        await self.slices.release(self.holder)
+
+    def holds_slice(self) -> bool:
+        """Whether a slice is still held for this server (after a hub restart: from the store)."""
+        return self.slices.adopt(self.holder) is not None
+
+    async def begin_metering(self) -> None:
+        """A deferred hold's server has started: metering starts now, for the length held; the
+        session's end moves with it."""
+        held = self.ledger_session
+        if not held or self.quota is None or held.get("begun", True):
+            return
+        begun = await self.quota.begin(held["id"])
+        self.ledger_session = {**held, **begun}
+        self.session_end = datetime.fromisoformat(begun["end_at"])
 
     async def _release_hold(self) -> None:
         held, self.ledger_session = self.ledger_session, None
         if held and self.quota is not None:
             try:
-                await self.quota.release(held["id"])
+                await self.quota.release(held["id"], self.server_ended_at)
                 self.log.info("Released ledger session %s of %s", held["id"], self.holder)
             except Exception:
                 self.log.exception(
@@ -377,7 +456,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
         does not call stop() for a server that is already dead."""
         status = await super().poll()
         if status is not None and not (self._spawn_pending or self._start_pending):
-            if self.ledger_session or self.slices.adopt(self.holder):
+            if self.ledger_session or self.holds_slice():
                 self.log.warning(
                     "%s is gone (exit status %s); releasing its slice and hold", self.holder, status
                 )
