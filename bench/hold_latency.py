@@ -556,6 +556,14 @@ def report(args, outcomes: list[Outcome], descriptions: dict[str, str], setup: d
             f"{max(sizes):,} | {pct_ms(secs, 50):,.1f} / {pct_ms(secs, 100):,.1f} | "
             f"{t_max * 1000 / n_max:,.2f} |"
         )
+    if head.batches and len(head.batches) <= 40:
+        lines += [
+            "",
+            "Every batch of the headline, in order (size: ms): "
+            + ", ".join(f"{n}: {t * 1000:.1f}" for n, t in head.batches)
+            + ". In a burst of simultaneous requests every request waits for its whole batch, "
+            "so one slow batch is the p99 of a tenth of the calls.",
+        ]
     lines += [
         "",
         "## Where a call waits in the baseline (ms, p50 / p99)",
