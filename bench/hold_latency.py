@@ -56,6 +56,7 @@ from quota.ledger import Ledger, LedgerError
 from quota.models import Grant, Project
 from quota.models import Session as LedgerSession
 from quota.money import parse_cents
+from quota.service import settle_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -290,6 +291,7 @@ def run_queue(url: str, config: Config, requests: list[Request]) -> Outcome:
             await queue.hold(stranger)
         probe.connects = 0
         batches.clear()
+        settle_memory()  # as the quota service does once it has started
         for batch in rounds:
             t0 = time.perf_counter()
             calls.extend(await asyncio.gather(*(one(queue, r) for r in batch)))

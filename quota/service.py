@@ -20,6 +20,7 @@ that passed (metering is idempotent), so a restart loses nothing and doubles not
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -229,6 +230,15 @@ async def _with_backoff(fn, what: str) -> None:
             delay = min(delay * 2, 60)
 
 
+def settle_memory() -> None:
+    """Move everything allocated at start-up out of the garbage collector's way (`gc.freeze`):
+    a full collection then scans only what requests allocate. Measured in
+    bench/hold_latency.py: without it a full collection paused a batch of 200 holds for
+    ~35-50 ms now and then; the batches themselves take ~15 ms."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve() -> None:
     logging.basicConfig(
         level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s"
@@ -247,6 +257,7 @@ async def serve() -> None:
         float(os.environ.get("SLICEHUB_METER_INTERVAL", "10")),
         float(os.environ.get("SLICEHUB_ORPHAN_GRACE", "120")),
     )
+    settle_memory()
     task = asyncio.create_task(meter.run())
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
