@@ -67,12 +67,12 @@ from pathlib import Path
 from unittest import mock
 
 from _common import check, cpu_model, load_average, memory, usable_cores
-from sqlalchemy import bindparam, event, func, insert, select, text, update
+from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import make_url
 
 from quota.hold import HoldRequest
-from quota.ledger import Ledger
-from quota.models import Charge, Grant, SessionWarning, UTCDateTime
+from quota.ledger import Ledger, _apply_executemany
+from quota.models import Charge, Grant, SessionWarning
 from quota.models import Session as LedgerSession
 from quota.pricing import subsidy_of
 
@@ -316,31 +316,12 @@ class PostgresDatabase(Database):
 BASELINE = "baseline: the generic executemany writes"
 
 
-def _executemany_writes(conn, updates: list[dict], charges: list[dict]) -> int:
-    """What `quota.ledger._apply` sends on SQLite, sent to PostgreSQL instead of the shipped
-    COPY: one executemany UPDATE with the same conditional bind parameters, one executemany
-    INSERT of the charges. Returns the number of sessions moved, as `_apply_postgresql` does."""
-    t = LedgerSession.__table__
-    stmt = (
-        update(t)
-        .where(t.c.id == bindparam("b_id"))
-        .where(t.c.metered_until == bindparam("b_old", type_=UTCDateTime))
-        .values(
-            metered_until=bindparam("b_new", type_=UTCDateTime),
-            charged_list_cents=t.c.charged_list_cents + bindparam("b_list"),
-            charged_subsidy_cents=t.c.charged_subsidy_cents + bindparam("b_subsidy"),
-        )
-    )
-    moved = conn.execute(stmt, updates).rowcount
-    conn.execute(insert(Charge.__table__), charges)
-    return moved
-
-
 def executemany_writes_baseline() -> AbstractContextManager:
     """BASELINE, not shipped: while inside, the shipped `Ledger.meter` writes through
-    `_executemany_writes` instead of `quota.ledger._apply_postgresql` (everything else in the
-    tick, the locks and the rowcount check included, is the shipped code)."""
-    return mock.patch("quota.ledger._apply_postgresql", _executemany_writes)
+    `quota.ledger._apply_executemany` (what SQLite's ticks send) instead of
+    `_apply_postgresql` (everything else in the tick, the locks and the rowcount check
+    included, is the shipped code)."""
+    return mock.patch("quota.ledger._apply_postgresql", _apply_executemany)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import platform
 import shutil
 import subprocess
 import sys
-import time
 from importlib import metadata
 from pathlib import Path
 
@@ -33,7 +32,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from _common import cpu_model, load_average  # noqa: E402
 from hubprocess import CONFIGURABLE_HTTP_PROXY, JUPYTERHUB_SINGLEUSER, HubProcess  # noqa: E402
-from spawn_latency import GOAL_RATIO, Side, chp_version, compare  # noqa: E402
+from spawn_latency import GOAL_RATIO, Side, chp_version, compare, interleave  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "slurm_spawn.md"
 SLURM_SH = REPO / "scripts" / "slurm.sh"
@@ -170,34 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         Side("B", "batchspawner.SlurmSpawner (stock)", hub_b, None),
     ]
     users = {"A": "alice", "B": "root"}  # stock batchspawner needs a Unix account (pwd)
-    try:
-        for s in sides:
-            t0 = time.perf_counter()
-            s.hub.start()
-            print(f"hub {s.key} up on {s.hub.url} in {time.perf_counter() - t0:.1f} s ({s.label})")
-            s.hub.create_user(users[s.key])
-        for s in sides:
-            for _ in range(args.warmup):
-                print(f"warm-up {s.key}: {s.spawn_once(users[s.key]):.2f} s")
-        for i in range(args.rounds):
-            for s in sides:
-                elapsed = s.spawn_once(users[s.key])
-                s.samples.append(elapsed)
-                print(f"round {i + 1:2d} {s.key}: {elapsed:.2f} s", flush=True)
-    finally:
-        for s in sides:
-            leftovers = s.hub.close()
-            if leftovers:
-                print(f"hub {s.key} left processes behind, killed: {leftovers}", file=sys.stderr)
-
-    text = report(sides, args)
-    print()
-    print(text)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"written to {RESULTS.relative_to(REPO)}")
-    return 0
+    return interleave(sides, users, args, report, RESULTS)
 
 
 if __name__ == "__main__":

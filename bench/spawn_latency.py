@@ -262,18 +262,25 @@ def main(argv: list[str] | None = None) -> int:
         Side("A", a_label, hub_a, args.a_options),
         Side("B", "SimpleLocalProcessSpawner (stock)", hub_b, None),
     ]
+    return interleave(sides, {s.key: args.user for s in sides}, args, report, RESULTS)
+
+
+def interleave(sides, users: dict[str, str], args, report, results: Path) -> int:
+    """Start both hubs, spawn A, B, A, B (after `args.warmup` untimed spawns each), close the
+    hubs, print `report(sides, args)` and write it to `results` with --write. Shared with
+    bench/slurm_spawn.py."""
     try:
         for s in sides:
             t0 = time.perf_counter()
             s.hub.start()
             print(f"hub {s.key} up on {s.hub.url} in {time.perf_counter() - t0:.1f} s ({s.label})")
-            s.hub.create_user(args.user)
+            s.hub.create_user(users[s.key])
         for s in sides:
             for _ in range(args.warmup):
-                print(f"warm-up {s.key}: {s.spawn_once(args.user):.2f} s")
+                print(f"warm-up {s.key}: {s.spawn_once(users[s.key]):.2f} s")
         for i in range(args.rounds):
             for s in sides:
-                elapsed = s.spawn_once(args.user)
+                elapsed = s.spawn_once(users[s.key])
                 s.samples.append(elapsed)
                 print(f"round {i + 1:2d} {s.key}: {elapsed:.2f} s", flush=True)
     finally:
@@ -286,9 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"written to {RESULTS.relative_to(REPO)}")
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(text)
+        print(f"written to {results.relative_to(REPO)}")
     return 0
 
 

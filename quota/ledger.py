@@ -696,21 +696,28 @@ def _apply(db, updates: list[dict], charges: list[dict]) -> None:
     if conn.dialect.name == "postgresql":
         moved = _apply_postgresql(conn, updates, charges)
     else:
-        t = Session.__table__
-        stmt = (
-            update(t)
-            .where(t.c.id == bindparam("b_id"))
-            .where(t.c.metered_until == bindparam("b_old", type_=UTCDateTime))
-            .values(
-                metered_until=bindparam("b_new", type_=UTCDateTime),
-                charged_list_cents=t.c.charged_list_cents + bindparam("b_list"),
-                charged_subsidy_cents=t.c.charged_subsidy_cents + bindparam("b_subsidy"),
-            )
-        )
-        moved = conn.execute(stmt, updates).rowcount
-        conn.execute(insert(Charge.__table__), charges)
+        moved = _apply_executemany(conn, updates, charges)
     if moved != len(updates):  # the locks taken before make this impossible; never guess
         raise RuntimeError("a metering write raced another; rolled back, nothing charged")
+
+
+def _apply_executemany(conn, updates: list[dict], charges: list[dict]) -> int:
+    """The writes as SQLAlchemy executemany statements (SQLite's path): one UPDATE with the
+    conditional bind parameters, one INSERT of the charges. Returns the sessions moved."""
+    t = Session.__table__
+    stmt = (
+        update(t)
+        .where(t.c.id == bindparam("b_id"))
+        .where(t.c.metered_until == bindparam("b_old", type_=UTCDateTime))
+        .values(
+            metered_until=bindparam("b_new", type_=UTCDateTime),
+            charged_list_cents=t.c.charged_list_cents + bindparam("b_list"),
+            charged_subsidy_cents=t.c.charged_subsidy_cents + bindparam("b_subsidy"),
+        )
+    )
+    moved = conn.execute(stmt, updates).rowcount
+    conn.execute(insert(Charge.__table__), charges)
+    return moved
 
 
 _TICK_COLUMNS = {  # the update rows, as the temporary table holds them

@@ -60,6 +60,28 @@ def quota_get(hub, token, path):
     )
 
 
+def hold_as_the_spawner(hub, data, user: str) -> int:
+    """A one-hour cpu hold in demo-lab for `user`'s default server, made with the spawners'
+    own token (as a spawner whose answer then got lost would have made it); its session id."""
+    spawner_token = (data / "quota_spawner_token").read_text().strip()
+    s = requests.Session()
+    s.trust_env = False
+    r = s.post(
+        f"{hub.url}/services/quota/api/holds",
+        headers={"Authorization": f"token {spawner_token}"},
+        json={
+            "project": "demo-lab",
+            "user": user,
+            "server_name": "",
+            "slice_type": "cpu",
+            "duration_minutes": 60,
+        },
+        timeout=30,
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
 def ledger_rows(data, sql):
     with sqlite3.connect(data / "ledger.sqlite") as db:
         return db.execute(sql).fetchall()
@@ -155,23 +177,7 @@ def test_a_hold_whose_answer_was_lost_does_not_block_the_next_start(quota_hub):
     """The spawner gave up waiting for a hold the service did make (a timeout): the next start
     of that server finds the stale hold, releases it and goes on."""
     hub, data = quota_hub
-    spawner_token = (data / "quota_spawner_token").read_text().strip()
-    s = requests.Session()
-    s.trust_env = False
-    r = s.post(
-        f"{hub.url}/services/quota/api/holds",
-        headers={"Authorization": f"token {spawner_token}"},
-        json={
-            "project": "demo-lab",
-            "user": "bob",
-            "server_name": "",
-            "slice_type": "cpu",
-            "duration_minutes": 60,
-        },
-        timeout=30,
-    )
-    assert r.status_code == 201, r.text
-    stale = r.json()["id"]
+    stale = hold_as_the_spawner(hub, data, "bob")
     r = hub.start_server("bob", {"slice_type": "cpu", "duration_hours": 1})
     assert r.status_code in (201, 202), r.text
     hub.wait_for_server("bob")
@@ -198,23 +204,7 @@ def test_a_hold_without_a_server_is_closed_after_the_grace(hub_factory, tmp_path
     r = hub.start_server("alice", {"project": "demo-lab", "slice_type": "cpu", "duration_hours": 1})
     assert r.status_code in (201, 202), r.text
     hub.wait_for_server("alice")
-    spawner_token = (data / "quota_spawner_token").read_text().strip()
-    s = requests.Session()
-    s.trust_env = False
-    r = s.post(
-        f"{hub.url}/services/quota/api/holds",
-        headers={"Authorization": f"token {spawner_token}"},
-        json={
-            "project": "demo-lab",
-            "user": "bob",
-            "server_name": "",
-            "slice_type": "cpu",
-            "duration_minutes": 60,
-        },
-        timeout=30,
-    )
-    assert r.status_code == 201, r.text
-    orphan = r.json()["id"]
+    orphan = hold_as_the_spawner(hub, data, "bob")
     deadline = time.monotonic() + 30  # the grace, then a reconcile (every 2 s here)
     while time.monotonic() < deadline:
         status = ledger_rows(data, f"SELECT status, stop_reason FROM sessions WHERE id = {orphan}")
