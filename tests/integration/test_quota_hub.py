@@ -178,6 +178,25 @@ def test_a_hold_whose_answer_was_lost_does_not_block_the_next_start(quota_hub):
     of that server finds the stale hold, releases it and goes on."""
     hub, data = quota_hub
     stale = hold_as_the_spawner(hub, data, "bob")
+    # bad input from a spawner: a clear 400, and the hold stays as it was
+    token = (data / "quota_spawner_token").read_text().strip()
+    api = requests.Session()
+    api.trust_env = False
+    api.headers["Authorization"] = f"token {token}"
+    base = f"{hub.url}/services/quota/api"
+    for body, words in (
+        ({"stopped_at": "yesterday"}, "ISO 8601"),
+        ({"stopped_at": "2026-11-22T10:00:00"}, "time zone"),
+        ({"stopped_at": "2026-11-22T10:00:00Z", "why": "x"}, "Unknown field"),
+    ):
+        r = api.post(f"{base}/sessions/{stale}/release", json=body, timeout=30)
+        assert r.status_code == 400 and words in r.json()["message"], r.text
+    hold = {"project": "demo-lab", "user": "bob", "slice_type": "cpu", "duration_minutes": 60}
+    r = api.post(f"{base}/holds", json={**hold, "server_name": "x", "deferred": "yes"}, timeout=30)
+    assert r.status_code == 400 and "deferred must be true or false" in r.json()["message"]
+    assert ledger_rows(data, "SELECT id, status FROM sessions WHERE username = 'bob'") == [
+        (stale, "active")
+    ]
     r = hub.start_server("bob", {"slice_type": "cpu", "duration_hours": 1})
     assert r.status_code in (201, 202), r.text
     hub.wait_for_server("bob")
