@@ -646,10 +646,12 @@ def notes(outcomes: list[Outcome]) -> list[str]:
         )
     if head.batches:
         sizes = [n for n, _ in head.batches]
+        per_burst = len(head.batches) / max(len(head.bursts_s), 1)
         out.append(
-            f"- In the headline the first request of a burst is decided alone; the others arrive "
-            f"while it is decided and form the next batch (median {statistics.median(sizes):.0f}"
-            f", largest {max(sizes)}), so the burst's latency is about two batch decisions."
+            f"- In the headline the queue made {per_burst:.1f} batches per burst (median size "
+            f"{statistics.median(sizes):.0f}, largest {max(sizes)}): the requests of a burst "
+            "that are ready together join one batch, so a burst's latency is about one batch "
+            "decision plus the event loop's turn to answer them."
         )
     return out
 
