@@ -36,12 +36,20 @@ help:
 venv: $(VENV_STAMP)
 	@:
 
-# Re-installs only when pyproject.toml is newer than the stamp; the stamp lives inside the venv,
-# so deleting the venv forces a rebuild.
-$(VENV_STAMP): pyproject.toml
+# Re-installs only when its inputs are newer than the stamp; the stamp lives inside the venv,
+# so deleting the venv forces a rebuild. The venv is also the single-user environment the demo's
+# and the tests' servers run in: it gets the single-user image's pinned requirements (all but
+# the `# gpu-only` lines) and the GPU kernelspec, so the image's recipe is what the tests run.
+SINGLEUSER_REQS := images/singleuser/requirements.txt
+KERNELSPEC := images/kernelspec/slicehub-gpu
+$(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json
 	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	@echo "pip install -e '.[test]' into $(VENV)"
 	@$(PIP) install -e '.[test]'
+	@echo "pip install -r $(SINGLEUSER_REQS) (without its gpu-only lines)"
+	@grep -v '# gpu-only' $(SINGLEUSER_REQS) > $(VENV)/singleuser-requirements.txt
+	@$(PIP) install -r $(VENV)/singleuser-requirements.txt
+	@$(VENV)/bin/jupyter kernelspec install $(KERNELSPEC) --sys-prefix >/dev/null 2>&1
 	@touch $@
 
 node_modules: $(NODE_STAMP)

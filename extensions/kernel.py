@@ -42,6 +42,11 @@ def load_ipython_extension(ip) -> None:
     if _session is not None:  # %load_ext twice: keep the cluster there is
         print(_session.line)
         return
+    if os.environ.get("JUPYTERHUB_SERVICE_PREFIX"):
+        import dask
+
+        # the client's own repr (the link a notebook shows) follows the same route
+        dask.config.set({"distributed.dashboard.link": DASHBOARD_LINK})
     _session = start(os.environ)
     ip.push({"client": _session.client, "xp": _session.xp, "slicehub": _session})
     from .magics import SlicehubMagics
@@ -70,12 +75,8 @@ def unload_ipython_extension(ip) -> None:
 
 def start(env) -> SliceSession:
     """Read the slice in `env`, start its cluster, return the session (blocking, seconds)."""
-    import dask
-
     s = parse(env, psutil.cpu_count() or 1, psutil.virtual_memory().total)
     p = plan(s, probe() if s.wants_gpu else None)
-    if env.get("JUPYTERHUB_SERVICE_PREFIX"):
-        dask.config.set({"distributed.dashboard.link": DASHBOARD_LINK})
     spill_dir = tempfile.mkdtemp(prefix="slicehub-dask-", dir=env.get("TMPDIR") or None)
     xp = None
     if p.backend == "cuda":
@@ -90,11 +91,22 @@ def start(env) -> SliceSession:
     from distributed import Client
 
     client = Client(cluster, security=cluster.security)
-    line = summary(s, p, client.dashboard_link)
+    link = dashboard_link(env, cluster)
+    line = summary(s, p, link)
     notes = [n for n in s.problems if n not in p.why_cpu]
     if notes:
         line += "\nNote: " + " ".join(notes)
-    return SliceSession(s, p, client, cluster, xp, line, env, spill_dir)
+    return SliceSession(s, p, client, cluster, xp, line, link, env, spill_dir)
+
+
+def dashboard_link(env, cluster) -> str:
+    """The dashboard through the user's server (jupyter-server-proxy) when under a hub;
+    otherwise the scheduler's own address."""
+    port = cluster.scheduler.http_server.port
+    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX")
+    if prefix:
+        return DASHBOARD_LINK.format(JUPYTERHUB_SERVICE_PREFIX=prefix, port=port)
+    return f"http://127.0.0.1:{port}/status"
 
 
 def _common(p: ClusterPlan, spill_dir: str) -> dict:

@@ -79,6 +79,7 @@ class SliceSession:
         cluster,
         xp,
         line: str,
+        dashboard_link: str,
         env=None,
         spill_dir: str = "",
     ):
@@ -88,16 +89,13 @@ class SliceSession:
         self.cluster = cluster
         self.xp = xp
         self.line = line
+        self.dashboard_link = dashboard_link  # through the user's server when under a hub
         self._env = dict(os.environ if env is None else env)
         self._spill_dir = spill_dir  # the workers' local directory, removed at close
 
     @property
     def on_gpu(self) -> bool:
         return self.plan.backend == "cuda"
-
-    @property
-    def dashboard_link(self) -> str:
-        return self.client.dashboard_link
 
     def time_left(self) -> timedelta | None:
         end = self.slice.session_end

@@ -141,6 +141,16 @@ c.JupyterHub.load_roles = [
         "scopes": ["custom:quota:staff", "custom:quota:metrics", "access:services!service=quota"],
     },
     {"name": "user", "scopes": ["self", "access:services!service=quota"]},
+    # a server's own token (its kernels' too) may read its user's sessions in the ledger
+    # (`%slicehub`'s money left), besides what JupyterHub's default server role grants
+    {
+        "name": "server",
+        "scopes": [
+            "users:activity!user",
+            "access:servers!server",
+            "access:services!service=quota",
+        ],
+    },
 ]
 spawner.quota_url = f"{quota_url}/services/quota/"
 spawner.quota_token = spawner_token

@@ -136,6 +136,18 @@ class SliceSpawnerMixin(LoggingConfigurable):
         """,
     )
 
+    server_quota_url = Unicode(
+        "",
+        config=True,
+        help="""URL of the quota service's API root, as single-user servers reach it: their
+        kernels read the session's money left from it (`%slicehub`), with the server's own
+        token. Passed to servers as SLICEHUB_QUOTA_URL.
+
+        Default: "" (quota_url, right when servers run where the hub runs). Example, compute
+        nodes that reach the hub's proxy: "https://hub.example.org/services/quota/".
+        """,
+    )
+
     quota_token = Unicode(
         os.environ.get("SLICEHUB_QUOTA_TOKEN", ""),
         config=True,
@@ -446,8 +458,16 @@ class SliceSpawnerMixin(LoggingConfigurable):
             "SLICEHUB_CPUS": str(st.cpus),
             "SLICEHUB_MEMORY_BYTES": str(st.memory_bytes),
             "SLICEHUB_DEVICES_DECLARED": "1" if a.declared and a.devices else "0",
-            "SLICEHUB_PROJECT": (self.ledger_session or {}).get("project", ""),
-            "SLICEHUB_LEDGER_SESSION": str((self.ledger_session or {}).get("id", "")),
+            **self.ledger_env(),
+        }
+
+    def ledger_env(self) -> dict[str, str]:
+        """Where the server's session stands in the ledger, for its kernels."""
+        held = self.ledger_session or {}
+        return {
+            "SLICEHUB_PROJECT": held.get("project", ""),
+            "SLICEHUB_LEDGER_SESSION": str(held.get("id", "")),
+            "SLICEHUB_QUOTA_URL": (self.server_quota_url or self.quota_url) if held else "",
         }
 
     async def poll(self):

@@ -210,8 +210,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
             "SLICEHUB_DEVICES_DECLARED": "1"
             if gpu and self.site.slurm.devices == "declared"
             else "0",
-            "SLICEHUB_PROJECT": (self.ledger_session or {}).get("project", ""),
-            "SLICEHUB_LEDGER_SESSION": str((self.ledger_session or {}).get("id", "")),
+            **self.ledger_env(),
         }
 
     def get_env(self):
