@@ -19,6 +19,7 @@ node cannot submit work to it); its dashboard is read through the user's own ser
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import tempfile
@@ -48,6 +49,12 @@ def load_ipython_extension(ip) -> None:
         # the client's own repr (the link a notebook shows) follows the same route
         dask.config.set({"distributed.dashboard.link": DASHBOARD_LINK})
     _session = start(os.environ)
+    # IPython does not unload extensions when the kernel shuts down, and an atexit handler
+    # comes too late (the interpreter first waits for the client's threads, and the kernel
+    # manager kills it meanwhile): close the cluster and remove its spill directory when the
+    # shutdown request arrives (ipykernel sets shell.exit_now), and at exit otherwise
+    ip.observe(lambda change: change["new"] and unload_ipython_extension(ip), names="exit_now")
+    atexit.register(unload_ipython_extension, ip)
     ip.push({"client": _session.client, "xp": _session.xp, "slicehub": _session})
     from .magics import SlicehubMagics
 
@@ -75,9 +82,12 @@ def unload_ipython_extension(ip) -> None:
 
 def start(env) -> SliceSession:
     """Read the slice in `env`, start its cluster, return the session (blocking, seconds)."""
+    import dask
+
     s = parse(env, psutil.cpu_count() or 1, psutil.virtual_memory().total)
     p = plan(s, probe() if s.wants_gpu else None)
     spill_dir = tempfile.mkdtemp(prefix="slicehub-dask-", dir=env.get("TMPDIR") or None)
+    dask.config.set({"temporary-directory": spill_dir})  # the scheduler's scratch space too
     xp = None
     if p.backend == "cuda":
         try:
@@ -135,6 +145,8 @@ def _start_cuda(p: ClusterPlan, spill_dir: str):
     cluster = LocalCUDACluster(
         CUDA_VISIBLE_DEVICES=list(p.devices),
         rmm_pool_size=p.rmm_pool_size,
+        rmm_maximum_pool_size=p.rmm_pool_size,  # a fixed pool: the slice's share, no more
+        rmm_allocator_external_lib_list=["cupy"],  # the workers' CuPy arrays in that pool
         device_memory_limit=p.device_memory_limit,
         **_common(p, spill_dir),
     )

@@ -45,16 +45,20 @@ def test_a_whole_gpu_slice_gets_a_bound_cuda_cluster(device, tmp_path):
         def bound(dask_worker=None):
             import os
 
+            import cupy
             import rmm
 
             mr = rmm.mr.get_current_device_resource()
+            allocator = cupy.cuda.get_allocator()
             return (
                 os.environ["CUDA_VISIBLE_DEVICES"],
                 type(mr).__name__,
                 getattr(mr, "pool_size", lambda: None)(),
+                getattr(allocator, "__module__", "") or repr(allocator),
             )
 
-        ((visible, resource, pool),) = session.client.run(bound).values()
+        ((visible, resource, pool, allocator),) = session.client.run(bound).values()
+        assert "rmm" in allocator  # the workers' CuPy arrays live in the slice's RMM pool
         assert visible.split(",")[0] == "0"
         assert "Pool" in resource or "Statistics" in resource or "Tracking" in resource
         if pool is not None:

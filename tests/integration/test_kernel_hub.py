@@ -64,6 +64,9 @@ def run_cell(ws_url: str, token: str, code: str, timeout: float = 120) -> str:
             elif kind == "status" and content["execution_state"] == "idle":
                 break
         ws.close()
+        # wait for the close to finish, so no socket outlives this event loop
+        while await asyncio.wait_for(ws.read_message(), 10) is not None:
+            pass
         if error:
             raise AssertionError(f"the cell failed:\n{error}")
         return "".join(out)
