@@ -42,7 +42,8 @@ venv: $(VENV_STAMP)
 # the `# gpu-only` lines) and the GPU kernelspec, so the image's recipe is what the tests run.
 SINGLEUSER_REQS := images/singleuser/requirements.txt
 KERNELSPEC := images/kernelspec/slicehub-gpu
-$(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json
+SERVER_EXT_CONFIG := extensions/jupyter_config/slicehub.json
+$(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json $(SERVER_EXT_CONFIG)
 	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	@echo "pip install -e '.[test]' into $(VENV)"
 	@$(PIP) install -e '.[test]'
@@ -50,6 +51,8 @@ $(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json
 	@grep -v '# gpu-only' $(SINGLEUSER_REQS) > $(VENV)/singleuser-requirements.txt
 	@$(PIP) install -r $(VENV)/singleuser-requirements.txt
 	@$(VENV)/bin/jupyter kernelspec install $(KERNELSPEC) --sys-prefix >/dev/null 2>&1
+	@# an editable install skips pyproject's data-files (a wheel has them): the server extension
+	@install -D -m 644 $(SERVER_EXT_CONFIG) $(VENV)/etc/jupyter/jupyter_server_config.d/slicehub.json
 	@touch $@
 
 node_modules: $(NODE_STAMP)

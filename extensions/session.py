@@ -16,7 +16,7 @@ import shutil
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from quota import clock
 from quota.money import format_money
@@ -97,8 +97,15 @@ class SliceSession:
     def on_gpu(self) -> bool:
         return self.plan.backend == "cuda"
 
-    def time_left(self) -> timedelta | None:
-        end = self.slice.session_end
+    def end(self, view: dict | None = None) -> datetime | None:
+        """When the session ends: the ledger's end (an extension moves it) when the quota
+        service answers, else the one the server started with."""
+        if view is not None:
+            return datetime.fromisoformat(view["end_at"])
+        return self.slice.session_end
+
+    def time_left(self, view: dict | None = None) -> timedelta | None:
+        end = self.end(view)
         return None if end is None else max(end - clock.utcnow(), timedelta(0))
 
     def money(self) -> SessionMoney | None:
@@ -128,16 +135,17 @@ class SliceSession:
 
     def status(self) -> str:
         lines = [self.line.split("\n")[0]]
-        left = self.time_left()
+        view = self._ledger_session() if self.slice.ledger_session else None
+        left = self.time_left(view)
         if left is not None:
-            lines.append(f"Time left: {describe_duration(left)} (ends {self._end_text()})")
+            end = self.end(view).astimezone().strftime("%H:%M %Z")
+            lines.append(f"Time left: {describe_duration(left)} (ends {end})")
         elif self.slice.slice_type:
             lines.append("Time left: unknown (SLICEHUB_SESSION_END is not set)")
         if self.slice.ledger_session:
-            money = self.money()
             lines.append(
-                f"Money: {money.describe()}"
-                if money
+                f"Money: {SessionMoney.from_view(view).describe()}"
+                if view
                 else "Money: the quota service cannot be reached from this kernel just now"
             )
         m = self.memory()
@@ -159,10 +167,6 @@ class SliceSession:
 
     def __repr__(self) -> str:
         return self.status()
-
-    def _end_text(self) -> str:
-        end = self.slice.session_end
-        return end.astimezone().strftime("%H:%M %Z") if end else "?"
 
     def _ledger_session(self) -> dict | None:
         base, token = self._env.get("SLICEHUB_QUOTA_URL"), self._env.get("JUPYTERHUB_API_TOKEN")

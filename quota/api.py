@@ -185,6 +185,24 @@ class BeginHandler(QuotaHandler):
         )
 
 
+class ExtendHandler(QuotaHandler):
+    """POST {"minutes": N}: hold N more minutes for one of the caller's own active sessions
+    (staff and the spawners: anyone's). 200 with the session (its new end), or the refusal's
+    sentence (402 when the project cannot pay) and nothing changed."""
+
+    @web.authenticated
+    async def post(self, session_id):
+        data = self.body({"minutes"})
+        minutes = data.get("minutes")
+        if isinstance(minutes, bool) or not isinstance(minutes, int):
+            raise web.HTTPError(400, "minutes must be a whole number of minutes.")
+        who = None if self.is_staff() or HOLDS in self.scopes() else self.username()
+        s, project = await self.in_db(
+            self.ledger.extend, int(session_id), who, timedelta(minutes=minutes), clock.utcnow()
+        )
+        self.write_json(session_view(s, project))
+
+
 class ReleaseHandler(QuotaHandler):
     """POST: the server stopped; charge to when it stopped (`stopped_at`, when the spawner
     knows it, e.g. from the batch system's accounting; never later than now) and release the

@@ -361,17 +361,7 @@ def _decide(r: HoldRequest, p: ProjectState | None, book, known: int, busy: set)
         ) from None
     need = subsidy_of(hold_list, p.rate_bp)
     hold_subsidy, hold_credit = _fund(p, now, need, r.slice_type, end - now, hold_list)
-    cap = member.cap_cents if member.cap_cents is not None else row.member_cap_cents
-    if cap is not None:
-        used = p.member_used.get(r.username, 0)
-        if used + hold_subsidy > cap:
-            raise LedgerError(
-                f"{r.username} has {money(max(cap - used, 0))} left of a {money(cap)} cap "
-                f"in {r.project}; a {r.slice_type} slice for {hours(end - now)} needs "
-                f"{money(hold_subsidy)}.",
-                402,
-            )
-        p.member_used[r.username] = used + hold_subsidy
+    _draw_from_cap(p, member, hold_subsidy, r.slice_type, end - now)
     p.running += 1
     p.subsidy_held += hold_subsidy
     p.credit_used += hold_credit
@@ -391,6 +381,71 @@ def _decide(r: HoldRequest, p: ProjectState | None, book, known: int, busy: set)
         metered_until=now,
         begun=not r.deferred,
     )
+
+
+def _draw_from_cap(p: ProjectState, member: MemberRow, subsidy: int, slice_type, duration) -> None:
+    """Count `subsidy` against the member's cap (their own, else the project's per-member one),
+    or refuse with what is left of it."""
+    cap = member.cap_cents if member.cap_cents is not None else p.row.member_cap_cents
+    if cap is None:
+        return
+    used = p.member_used.get(member.username, 0)
+    if used + subsidy > cap:
+        raise LedgerError(
+            f"{member.username} has {money(max(cap - used, 0))} left of a {money(cap)} cap "
+            f"in {p.row.slug}; a {slice_type} slice for {hours(duration)} needs "
+            f"{money(subsidy)}.",
+            402,
+        )
+    p.member_used[member.username] = used + subsidy
+
+
+MAX_EXTENSION = timedelta(hours=24)
+
+
+def extend(s: Session, p: ProjectState, extra: timedelta, now: datetime, schedule) -> None:
+    """Hold `extra` more time for the active session `s` of the locked project `p`, priced
+    from where its hold ends at the prices it was held at, funded like a hold (subsidy, then
+    credit for a `full_price` project; the member's cap; a student's class window). Moves the
+    session's end and its hold; raises LedgerError (nothing changed) when it cannot be paid."""
+    if not timedelta(minutes=1) <= extra <= MAX_EXTENSION:
+        raise LedgerError("An extension is from 1 minute to 24 hours.")
+    if s.status != "active" or s.end_at <= now:
+        raise LedgerError("This session has ended; start a new one instead.", 409)
+    if not s.begun:
+        raise LedgerError(
+            "This session has not started yet (it waits in the queue); extend it once it runs.",
+            409,
+        )
+    row = p.row
+    if not row.valid_from <= now < row.valid_until:
+        raise LedgerError(
+            f"Project {row.slug} is valid until {row.valid_until:%Y-%m-%d}; it cannot extend "
+            "sessions now.",
+            403,
+        )
+    member = p.members.get(s.username)
+    if member is None:
+        raise LedgerError(f"{s.username} is no longer a member of project {row.slug}.", 403)
+    new_end = s.end_at + extra
+    if row.is_course and member.role == "student":
+        window_end = _inside_class_window(p, now, new_end)
+        if window_end < new_end:
+            raise LedgerError(
+                f"The class window of course {row.slug} ends at {window_end:%H:%M} UTC; a "
+                "session cannot run past it.",
+                403,
+            )
+    new_list = max(s.hold_list_cents, schedule.cost(s.started_at, new_end))
+    extra_list = new_list - s.hold_list_cents
+    need = subsidy_of(new_list, s.rate_bp) - subsidy_of(s.hold_list_cents, s.rate_bp)
+    subsidy, credit = _fund(p, now, need, s.slice_type, extra, extra_list)
+    _draw_from_cap(p, member, subsidy, s.slice_type, extra)
+    s.hold_list_cents = new_list
+    s.hold_subsidy_cents += subsidy
+    s.hold_credit_cents += credit
+    s.end_at = new_end
+    s.extended += 1
 
 
 def _fund(p: ProjectState, now, need: int, slice_type, duration, hold_list) -> tuple[int, int]:

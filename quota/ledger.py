@@ -537,19 +537,20 @@ class Ledger:
         if not due:
             return []
         ids = {s.id for s, _ in due}
+        w = SessionWarning.__table__.c
         have = set(
-            db.execute(
-                select(SessionWarning.session_id, SessionWarning.level).where(
-                    SessionWarning.session_id.in_(ids)
-                )
-            ).all()
+            db.execute(select(w.session_id, w.level, w.round).where(w.session_id.in_(ids))).all()
         )
         out = []
         for s, level in due:
-            if (s.id, level) in have:
+            if (s.id, level, s.extended) in have:  # given in this round (since the last extension)
                 continue
             message = _warning_text(level, s, now)
-            db.add(SessionWarning(session_id=s.id, level=level, created_at=now, message=message))
+            db.add(
+                SessionWarning(
+                    session_id=s.id, level=level, round=s.extended, created_at=now, message=message
+                )
+            )
             out.append((s.id, level, message))
         return out
 
@@ -649,6 +650,43 @@ class Ledger:
             self._audit(db, at, s.username, "session.begin", str(s.id), queued=queued, end_at=end)
         return s
 
+    def extend(
+        self, session_id: int, username: str | None, extra: timedelta, now: datetime
+    ) -> tuple[Session, str]:
+        """Hold `extra` more time for `username`'s active session `session_id` (None: anyone's,
+        for staff), or refuse (`LedgerError`, nothing written); the session and its project.
+        The project is locked first, as a hold locks it, so extensions and holds of one
+        project are decided one after the other. See `quota.hold.extend` for the rules."""
+        with self.session.begin() as db:
+            found = db.execute(
+                select(Session.username, Project.slug)
+                .join(Project, Project.id == Session.project_id)
+                .where(Session.id == session_id)
+            ).first()
+            if found is None or (username is not None and found.username != username):
+                raise LedgerError(f"There is no session {session_id} of yours.", 404)
+            states = hold.load_states(
+                db, {found.slug}, now, True, self._is_sqlite, {(found.slug, found.username)}
+            )
+            s = db.get(Session, session_id, with_for_update=not self._is_sqlite)
+            before = s.end_at
+            book = self._prices.book(db)
+            hold.extend(
+                s, states[found.slug], extra, now, book.schedule(s.slice_type, s.prices_known)
+            )
+            self._audit(
+                db,
+                now,
+                username or "staff",
+                "session.extend",
+                str(s.id),
+                extra=extra,
+                end_at_before=before,
+                end_at=s.end_at,
+                hold_list_cents=s.hold_list_cents,
+            )
+        return s, found.slug
+
     def active_sessions(self) -> list[Session]:
         with self.session() as db:
             return list(db.scalars(select(Session).where(Session.status == "active")))
@@ -671,6 +709,7 @@ class _Metered:
         "charged_list_cents",
         "charged_subsidy_cents",
         "end_at",
+        "extended",
         "hold_list_cents",
         "hold_subsidy_cents",
         "id",

@@ -168,6 +168,7 @@ class Session(Base):
     begun: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     stop_reason: Mapped[str] = mapped_column(String(64), default="")
+    extended: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # times
 
 
 class Charge(Base):
@@ -190,11 +191,15 @@ class Charge(Base):
 
 class SessionWarning(Base):
     __tablename__ = "warnings"
-    __table_args__ = (UniqueConstraint("session_id", "level"),)
+    # once per level and round: an extension starts a new round (Session.extended)
+    __table_args__ = (
+        UniqueConstraint("session_id", "level", "round", name="uq_warnings_session_level_round"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
     level: Mapped[str] = mapped_column(String(16))  # budget-80 | budget-95 | end-10min
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     message: Mapped[str] = mapped_column(Text)
 

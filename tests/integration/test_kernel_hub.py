@@ -9,6 +9,7 @@ import asyncio
 import json
 import time
 import uuid
+from datetime import datetime, timedelta
 
 import psutil
 import pytest
@@ -123,3 +124,54 @@ def check_the_kernel(hub, s: requests.Session, token: str) -> None:
     assert "Time left: 59 min" in status or "Time left: 1 h 00 min" in status
     assert "Money: HK$" in status and "held (subsidy HK$" in status, status
     assert "Dask workers' memory:" in status
+
+
+def test_the_status_bar_endpoints_read_and_extend_the_session(quota_hub):
+    """extensions.server inside a real server: the session's time and money from the quota
+    service with the server's own token; Extend moves the end, or says why not."""
+    hub, _data = quota_hub
+    r = hub.start_server("bob", {"slice_type": "h100.1g.10gb", "duration_hours": 1})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server("bob")
+    token = token_for(hub, "bob")
+    with requests.Session() as s:
+        s.trust_env = False
+        s.headers["Authorization"] = f"token {token}"
+        base = f"{hub.url}/user/bob/slicehub/api"
+        status = s.get(f"{base}/status", timeout=30).json()
+        assert status["quota"] == "ok"
+        assert status["slice"] == {
+            "type": "h100.1g.10gb",
+            "description": "1g.10gb MIG slice of an H100-80GB",
+            "declared": True,
+        }
+        session = status["session"]
+        assert session["project"] == "demo-lab" and session["held"]["list"] == 550
+        assert session["held"]["subsidy"] + session["held"]["copay"] == 550
+        assert status["project"]["slug"] == "demo-lab" and status["project"]["policy"] == "stop"
+        before = datetime.fromisoformat(session["end_at"])
+
+        extended = s.post(f"{base}/extend", json={"minutes": 30}, timeout=30)
+        assert extended.status_code == 200, extended.text
+        after = datetime.fromisoformat(extended.json()["session"]["end_at"])
+        assert after - before == timedelta(minutes=30)
+        assert extended.json()["session"]["held"]["list"] == 825  # 1.5 h at HK$5.50
+        again = s.get(f"{base}/status", timeout=30).json()["session"]
+        assert again["end_at"] == extended.json()["session"]["end_at"]
+
+        # demo-lab has HK$500 of subsidy: 24 h of a whole H100 would be more, but this slice
+        # is a 1g: ask for more than the project can pay by extending many times over
+        refused = s.post(f"{base}/extend", json={"minutes": 24 * 60}, timeout=30)
+        while refused.status_code == 200:
+            refused = s.post(f"{base}/extend", json={"minutes": 24 * 60}, timeout=30)
+        assert refused.status_code == 402
+        assert refused.json()["message"].startswith("Project demo-lab has HK$")
+
+        for bad in ({"minutes": 0}, {"minutes": "60"}, {"hours": 1}, [60]):
+            r = s.post(f"{base}/extend", json=bad, timeout=30)
+            assert r.status_code == 400 and r.json()["message"], bad
+    with requests.Session() as anonymous:
+        anonymous.trust_env = False
+        r = anonymous.get(f"{hub.url}/user/bob/slicehub/api/status", allow_redirects=False)
+    assert r.status_code in (302, 403)
+    hub.stop_server("bob")

@@ -326,3 +326,23 @@ def test_kill_9_of_the_service_and_the_hub_loses_and_doubles_nothing(hub_factory
     assert ledger.balance("demo-lab", clock.utcnow()).subsidy_held_cents == 0
     assert metered_until is not None
     ledger.dispose()
+
+
+def test_only_the_owner_extends_a_session_through_the_api(quota_hub):
+    hub, data = quota_hub
+    sid = hold_as_the_spawner(hub, data, "bob")
+    ((end_before,),) = ledger_rows(data, f"SELECT end_at FROM sessions WHERE id={sid}")
+    alice, bob = token_for(hub, "alice"), token_for(hub, "bob")
+    with requests.Session() as s:
+        s.trust_env = False
+        url = f"{hub.url}/services/quota/api/sessions/{sid}/extend"
+        r = s.post(url, json={"minutes": 30}, headers={"Authorization": f"token {alice}"})
+        assert (
+            r.status_code == 404 and r.json()["message"] == f"There is no session {sid} of yours."
+        )
+        r = s.post(url, json={"minutes": "30"}, headers={"Authorization": f"token {bob}"})
+        assert r.status_code == 400 and "whole number" in r.json()["message"]
+        assert ledger_rows(data, f"SELECT end_at FROM sessions WHERE id={sid}") == [(end_before,)]
+        r = s.post(url, json={"minutes": 30}, headers={"Authorization": f"token {bob}"})
+        assert r.status_code == 200, r.text
+        assert r.json()["hold_list_cents"] == 120  # 1.5 h of cpu at HK$0.80

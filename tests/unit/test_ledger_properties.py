@@ -240,6 +240,28 @@ class LedgerMachine(RuleBasedStateMachine):
         got = self.ledger.open_sessions(batch)
         assert [_outcome(o) for o in got] == [_outcome(o) for o in expected]
 
+    @precondition(lambda self: self.active())
+    @rule(data=st.data(), minutes=st.integers(1, 6 * 60))
+    def extend(self, data, minutes):
+        """More time for a running session: held only if the project can pay, all or nothing."""
+        sid = data.draw(st.sampled_from(self.active()))
+        before = self._row(sid)
+        try:
+            s, _ = self.ledger.extend(sid, before.username, timedelta(minutes=minutes), self.now)
+        except LedgerError as e:
+            assert e.status in (402, 403, 409), str(e)
+            after = self._row(sid)
+            assert (after.end_at, after.hold_list_cents, after.hold_subsidy_cents) == (
+                before.end_at,
+                before.hold_list_cents,
+                before.hold_subsidy_cents,
+            )
+            return
+        assert s.end_at == before.end_at + timedelta(minutes=minutes)
+        assert s.hold_list_cents >= before.hold_list_cents
+        assert s.hold_subsidy_cents >= before.hold_subsidy_cents
+        assert s.extended == before.extended + 1
+
     @rule(seconds=st.integers(1, 3 * 3600), twice=st.booleans())
     def tick(self, seconds, twice):
         self.now += timedelta(seconds=seconds)
