@@ -931,9 +931,34 @@ class LedgerReader:
                 )
             projects = db.scalars(q).all()
             balances = self.ledger.balances(db, [p.slug for p in projects], now)
-            return [
+            views = [
                 project_view(p, balances[p.slug], db.get(Scheme, p.scheme_id)) for p in projects
             ]
+            if username is not None:
+                for p, view in zip(projects, views, strict=True):
+                    view["member"] = self._membership(db, p, username, now)
+            return views
+
+    def _membership(self, db, p: Project, username: str, now: datetime) -> dict:
+        """What the spawn form needs to know of `username` in `p`: their role, what their cap
+        leaves them, and (a course) the class windows still to come."""
+        m = db.scalar(select(Member).where(Member.project_id == p.id, Member.username == username))
+        cap = m.cap_cents if m.cap_cents is not None else p.member_cap_cents
+        out = {"role": m.role, "cap_cents": cap, "cap_left_cents": None, "class_windows": []}
+        if cap is not None:
+            charged, held = self.ledger.member_draw(db, p, username)
+            out["cap_left_cents"] = max(cap - charged - held, 0)
+        if p.is_course:
+            windows = db.execute(
+                select(ClassWindow.starts_at, ClassWindow.ends_at)
+                .where(ClassWindow.project_id == p.id, ClassWindow.ends_at > now)
+                .order_by(ClassWindow.starts_at)
+                .limit(5)
+            ).all()
+            out["class_windows"] = [
+                {"starts_at": a.isoformat(), "ends_at": b.isoformat()} for a, b in windows
+            ]
+        return out
 
     def is_member(self, username: str, project: str) -> bool:
         with self.ledger.session() as db:

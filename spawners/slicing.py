@@ -24,6 +24,7 @@ from pathlib import Path
 
 import jinja2
 from jupyterhub import orm
+from markupsafe import Markup
 from tornado import web
 from traitlets import Float, Integer, Unicode, default
 from traitlets.config import LoggingConfigurable
@@ -31,6 +32,7 @@ from traitlets.config import LoggingConfigurable
 from quota import clock
 from quota.money import format_money
 
+from . import form_offer
 from .allocator import Assignment
 from .manager import Availability, NoSliceFree, SliceManager
 from .options import OptionsError, SliceOptions, options_from_form, validate_options
@@ -63,7 +65,23 @@ def _form_template(path: str) -> jinja2.Template:
 def _template_env(folder: str) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader([folder]), autoescape=True)
     env.filters["hours"] = _hours
+    env.filters["money"] = format_money
+    env.filters["buys"] = _buys
+    env.filters["when"] = _when
     return env
+
+
+# what the form offers when no quota service is configured: one nameless project that may use
+# every type, at list price (tests of the allocator alone)
+_NO_LEDGER = {
+    "project": "",
+    "name": "",
+    "subsidy_rate_bp": 0,
+    "allowed_slice_types": ["*"],
+    "policy": "stop",
+    "subsidy_left_cents": 0,
+    "credit_left_cents": 0,
+}
 
 
 def _hours(value) -> str:
@@ -72,6 +90,22 @@ def _hours(value) -> str:
         return f"{float(value):g}"
     except (TypeError, ValueError):
         return ""
+
+
+def _buys(hours: float) -> str:
+    """What an allocation buys, in words: "91.3 h", "25 min", "nothing"."""
+    if hours * 60 < 1:
+        return "nothing"
+    return f"{int(hours * 60)} min" if hours < 1 else f"{int(hours * 10) / 10:g} h"
+
+
+def _when(iso: str) -> Markup:
+    """A time for people: a <time> element the page shows in the browser's zone (the UTC text
+    stays when scripts do not run)."""
+    moment = datetime.fromisoformat(iso)
+    return Markup('<time datetime="{}" class="slicehub-time">{}</time>').format(
+        iso, f"{moment:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 def _join_hub_log(hub_log: logging.Logger) -> None:
@@ -289,25 +323,18 @@ class SliceSpawnerMixin(LoggingConfigurable):
         site = self.site
         availability, declared = await self.offer()
         previous = (self.orm_spawner.user_options or {}) if self.orm_spawner else {}
-        rows = []
-        for av in availability:
-            st = av.slice_type
-            rows.append(
-                {
-                    "name": st.name,
-                    "description": st.description,
-                    "cpus": st.cpus,
-                    "memory": human_bytes(st.memory_bytes),
-                    "gpu_memory": human_bytes(st.gpu_memory_bytes)
-                    if st.shape.kind != "cpu"
-                    else "—",
-                    "price": format_money(st.price_cents, site.currency),
-                    "free": av.free,
-                    "capacity": av.capacity,
-                    "declared": st.shape.kind != "cpu" and declared,
-                    "queues": self.queues_when_full,
-                }
-            )
+        rows = {
+            av.slice_type.name: {
+                "description": av.slice_type.description,
+                "cpus": av.slice_type.cpus,
+                "memory": human_bytes(av.slice_type.memory_bytes),
+                "gpu_memory": human_bytes(av.slice_type.gpu_memory_bytes)
+                if av.slice_type.shape.kind != "cpu"
+                else "—",
+                "declared": av.slice_type.shape.kind != "cpu" and declared,
+            }
+            for av in availability
+        }
         projects, quota_problem = [], None
         if self.quota is not None:
             try:
@@ -319,31 +346,26 @@ class SliceSpawnerMixin(LoggingConfigurable):
                     "You are not a member of any project yet, so no session can be paid for. "
                     "Ask your PI or the centre's staff to add you."
                 )
-        project_rows = [
-            {
-                "id": p["project"],
-                "name": p["name"],
-                "left": format_money(p["subsidy_left_cents"]),
-                "rate": f"{p['subsidy_rate_bp'] / 100:g}%",
-            }
-            for p in projects
-        ]
-        selectable = {r["name"] for r in rows if r["free"] or (r["queues"] and r["capacity"] != 0)}
-        selected = previous.get("slice_type")
-        if selected not in selectable:
-            selected = next((r["name"] for r in rows if r["name"] in selectable), None)
+        else:  # no ledger (tests of the allocator alone): list prices only
+            projects = [_NO_LEDGER]
+        offers = form_offer.offer(projects, availability, self.queues_when_full, clock.utcnow())
         limits = site.sessions
+        ids = [o.id for o in offers]
+        selected_project = previous.get("project")
+        if selected_project not in ids:
+            selected_project = ids[0] if ids else None
         template = _form_template(self.options_form_template)
         return template.render(
-            projects=project_rows,
-            selected_project=previous.get("project"),
-            quota_problem=quota_problem,
+            offers=offers,
             rows=rows,
-            selected=selected,
+            ledger=self.quota is not None,
+            selected_project=selected_project,
+            selected=previous.get("slice_type"),
+            quota_problem=quota_problem,
             declared=declared,
             min_hours=limits.min_minutes / 60,
             max_hours=limits.max_minutes / 60,
-            default_hours=previous.get("duration_hours", limits.default_minutes / 60),
+            default_hours=float(previous.get("duration_hours", limits.default_minutes / 60)),
         )
 
     # -- lifecycle -----------------------------------------------------------------------

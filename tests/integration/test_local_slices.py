@@ -196,6 +196,11 @@ def test_the_form_shows_prices_and_free_counts(demo_hub):
     # bob's running h100x1 holds 2 h x HK$38.50 x 70% = HK$53.90 of demo-lab's HK$500.00
     assert "Demo research lab (demo-lab): HK$446.10 of subsidy left, 70% subsidised" in page
     assert "vision-group" in page
+    # each type with the subsidy's share and the co-pay per hour, and the hours it buys:
+    # h100x1 at HK$38.50 is HK$26.95 of subsidy an hour; vision-group's HK$200 buys 7.4 h
+    assert "HK$26.95" in page and "HK$11.55" in page
+    vision = page[page.index('data-project="vision-group"') :]
+    assert "7.4 h" in vision
     # the form posts through the same validation as the REST API
     xsrf = session.cookies.get("_xsrf")
     r = session.post(
