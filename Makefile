@@ -18,7 +18,7 @@ NPM_FLAGS := --no-audit --no-fund --loglevel=error
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv node_modules postgres slurm demo slurm-demo test lint format bench clean
+.PHONY: help venv node_modules postgres slurm chromium demo slurm-demo test lint format bench clean
 
 help:
 	@echo "make venv          $(VENV) from $(BASE_PYTHON), with slicehub[test] installed editable"
@@ -43,7 +43,10 @@ venv: $(VENV_STAMP)
 SINGLEUSER_REQS := images/singleuser/requirements.txt
 KERNELSPEC := images/kernelspec/slicehub-gpu
 SERVER_EXT_CONFIG := extensions/jupyter_config/slicehub.json
-$(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json $(SERVER_EXT_CONFIG)
+LABEXT_BUILT := extensions/labextension
+LABEXT_DEST := $(VENV)/share/jupyter/labextensions/@slicehub/status
+$(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json $(SERVER_EXT_CONFIG) \
+		$(LABEXT_BUILT)/package.json
 	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	@echo "pip install -e '.[test]' into $(VENV)"
 	@$(PIP) install -e '.[test]'
@@ -53,6 +56,10 @@ $(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json $(SER
 	@$(VENV)/bin/jupyter kernelspec install $(KERNELSPEC) --sys-prefix >/dev/null 2>&1
 	@# an editable install skips pyproject's data-files (a wheel has them): the server extension
 	@install -D -m 644 $(SERVER_EXT_CONFIG) $(VENV)/etc/jupyter/jupyter_server_config.d/slicehub.json
+	@# and the prebuilt JupyterLab extension (file names change with each build: start clean)
+	@rm -rf $(LABEXT_DEST)
+	@install -D -m 644 -t $(LABEXT_DEST) $(LABEXT_BUILT)/package.json $(LABEXT_BUILT)/install.json
+	@install -D -m 644 -t $(LABEXT_DEST)/static $(LABEXT_BUILT)/static/*
 	@touch $@
 
 node_modules: $(NODE_STAMP)
@@ -104,7 +111,17 @@ demo: export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 demo: venv node_modules
 	$(PY) -m spawners.cli demo
 
-test: postgres slurm venv node_modules
+# Installs Debian's Chromium for the browser tests when missing (never a downloaded browser). Exit
+# 3 outside CI (not root, no apt): the browser tests then skip, saying why.
+chromium:
+	@status=0; scripts/chromium.sh >/dev/null || status=$$?; \
+	if [ $$status -eq 3 ] && [ -z "$${CI:-}" ]; then \
+		echo "chromium: not available here; the browser tests will skip"; \
+	else \
+		exit $$status; \
+	fi
+
+test: postgres slurm chromium venv node_modules labextension-test
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -126,3 +143,27 @@ clean:
 	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis .bench-data build dist
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune \
 		-exec rm -rf {} +
+
+# The JupyterLab extension @slicehub/status (TypeScript in labextension/): the status-bar item,
+# the session panel with Extend, the warning notifications. npm installs from its lock file, the
+# pure module's tests run under node's test runner, then jupyter-builder (from the venv) writes
+# the prebuilt extension to extensions/labextension. That output is committed (~35 KB), so
+# `pip install` needs no node: run this after changing labextension/ and commit the result.
+LABEXT_SRC := labextension
+LABEXT_STAMP := $(LABEXT_SRC)/node_modules/.installed
+
+.PHONY: labextension
+labextension: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+labextension: venv $(LABEXT_STAMP)
+	cd $(LABEXT_SRC) && npm test
+	cd $(LABEXT_SRC) && npm run build
+	@du -sh --apparent-size extensions/labextension
+
+# Its TypeScript unit tests (node's test runner), which `make test` runs too.
+.PHONY: labextension-test
+labextension-test: $(LABEXT_STAMP)
+	cd $(LABEXT_SRC) && npm test --silent
+
+$(LABEXT_STAMP): $(LABEXT_SRC)/package.json $(LABEXT_SRC)/package-lock.json
+	cd $(LABEXT_SRC) && npm ci $(NPM_FLAGS)
+	@touch $@
