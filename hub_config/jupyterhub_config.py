@@ -39,6 +39,8 @@ site = check_site_or_exit(site_file)
 c.JupyterHub.bind_url = "http://127.0.0.1:8000"
 c.JupyterHub.db_url = f"sqlite:///{data_dir / 'jupyterhub.sqlite'}"
 c.JupyterHub.cookie_secret_file = str(data_dir / "jupyterhub_cookie_secret")
+# hub pages with links to the quota service's "My usage" and "Running sessions" pages
+c.JupyterHub.template_paths = [str(here / "templates")]
 c.JupyterHub.pid_file = str(data_dir / "jupyterhub.pid")
 c.ConfigurableHTTPProxy.pid_file = str(data_dir / "proxy.pid")
 c.ConfigurableHTTPProxy.command = [str(repo / "node_modules" / ".bin" / "configurable-http-proxy")]

@@ -35,7 +35,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
 
-from . import api, clock
+from . import api, clock, pages
 from .hold_queue import HoldQueue
 from .ledger import Ledger, LedgerReader
 from .metrics import LedgerCollector
@@ -204,8 +204,12 @@ def make_app(ledger: Ledger, prefix: str = "/services/quota/") -> web.Applicatio
             (route("api/holds"), api.HoldsHandler),
             (route(r"api/sessions/(\d+)/release"), api.ReleaseHandler),
             (route(r"api/sessions/(\d+)/begin"), api.BeginHandler),
+            (route(r"api/sessions/(\d+)/extend"), api.ExtendHandler),
             (route("api/health"), api.HealthHandler),
             (route("metrics"), MetricsHandler),
+            (route(""), web.RedirectHandler, {"url": route("usage")}),
+            (route("usage"), pages.UsagePage),
+            (route("staff"), pages.StaffPage),
             (route("oauth_callback"), HubOAuthCallbackHandler),
         ],
         ledger=ledger,
