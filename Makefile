@@ -43,9 +43,11 @@ venv: $(VENV_STAMP)
 SINGLEUSER_REQS := images/singleuser/requirements.txt
 KERNELSPEC := images/kernelspec/slicehub-gpu
 SERVER_EXT_CONFIG := extensions/jupyter_config/slicehub.json
+LAB_OVERRIDES := extensions/jupyter_config/overrides.json
 LABEXT_BUILT := extensions/labextension
 LABEXT_DEST := $(VENV)/share/jupyter/labextensions/@slicehub/status
 $(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json $(SERVER_EXT_CONFIG) \
+		$(LAB_OVERRIDES) \
 		$(LABEXT_BUILT)/package.json
 	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	@echo "pip install -e '.[test]' into $(VENV)"
@@ -56,6 +58,7 @@ $(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json $(SER
 	@$(VENV)/bin/jupyter kernelspec install $(KERNELSPEC) --sys-prefix >/dev/null 2>&1
 	@# an editable install skips pyproject's data-files (a wheel has them): the server extension
 	@install -D -m 644 $(SERVER_EXT_CONFIG) $(VENV)/etc/jupyter/jupyter_server_config.d/slicehub.json
+	@install -D -m 644 $(LAB_OVERRIDES) $(VENV)/share/jupyter/lab/settings/overrides.json
 	@# and the prebuilt JupyterLab extension (file names change with each build: start clean)
 	@rm -rf $(LABEXT_DEST)
 	@install -D -m 644 -t $(LABEXT_DEST) $(LABEXT_BUILT)/package.json $(LABEXT_BUILT)/install.json

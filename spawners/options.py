@@ -76,8 +76,8 @@ def validate_options(raw: Any, site: Site) -> SliceOptions:
     minutes = round(hours * 60)
     if not limits.min_minutes <= minutes <= limits.max_minutes:
         raise OptionsError(
-            f"A session lasts from {_duration(limits.min_minutes)} to "
-            f"{_duration(limits.max_minutes)}; {_show(hours)} hours is outside that."
+            f"A session lasts from {duration_words(limits.min_minutes)} to "
+            f"{duration_words(limits.max_minutes)}; {_show(hours)} hours is outside that."
         )
     project = raw.get("project")
     if project is not None:
@@ -109,8 +109,9 @@ def options_from_form(formdata: dict[str, list[str]]) -> dict[str, Any]:
     return out
 
 
-def _duration(minutes: int) -> str:
+def duration_words(minutes: int) -> str:
+    """ "1 minute", "90 minutes", "2 hours": a session's length as people say it."""
     if minutes % 60 == 0:
         h = minutes // 60
         return f"{h} hour" + ("s" if h != 1 else "")
-    return f"{minutes} minutes"
+    return f"{minutes} minute" + ("s" if minutes != 1 else "")

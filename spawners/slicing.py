@@ -35,7 +35,13 @@ from quota.money import format_money
 from . import form_offer
 from .allocator import Assignment
 from .manager import Availability, NoSliceFree, SliceManager
-from .options import OptionsError, SliceOptions, options_from_form, validate_options
+from .options import (
+    OptionsError,
+    SliceOptions,
+    duration_words,
+    options_from_form,
+    validate_options,
+)
 from .quota_client import QuotaClient
 from .site import Site
 
@@ -365,6 +371,10 @@ class SliceSpawnerMixin(LoggingConfigurable):
             declared=declared,
             min_hours=limits.min_minutes / 60,
             max_hours=limits.max_minutes / 60,
+            min_words=duration_words(limits.min_minutes),
+            max_words=duration_words(limits.max_minutes),
+            # quarter hours, unless the site allows lengths that are not (a test's 1 minute)
+            duration_step="0.25" if limits.min_minutes % 15 == 0 else "any",
             default_hours=float(previous.get("duration_hours", limits.default_minutes / 60)),
         )
 

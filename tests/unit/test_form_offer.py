@@ -124,6 +124,9 @@ def render(offers, **kw):
         declared=False,
         min_hours=0.25,
         max_hours=12,
+        min_words="15 minutes",
+        max_words="12 hours",
+        duration_step="0.25",
         default_hours=2.0,
     )
     spec.update(kw)
