@@ -56,6 +56,11 @@ class QuotaClient:
     async def projects(self, user: str) -> list[dict]:
         return (await self._call("GET", f"api/projects?user={quote(user)}"))["projects"]
 
+    async def session(self, session_id: int, user: str) -> dict | None:
+        """The ledger's view of `user`'s active session `session_id` (None: not active)."""
+        found = await self._call("GET", f"api/sessions?user={quote(user)}&active=1")
+        return next((s for s in found["sessions"] if s["id"] == session_id), None)
+
     async def hold(
         self, project, user, server_name, slice_type, minutes, deferred: bool = False
     ) -> dict:

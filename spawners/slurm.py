@@ -433,6 +433,54 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
                 return nodes[node].address
         return node
 
+    async def poll(self):
+        status = await super().poll()
+        if status is None and self.job_id and self.ledger_session and self.quota is not None:
+            await self._follow_extension()
+        return status
+
+    async def _follow_extension(self) -> None:
+        """An Extend (JupyterLab, the quota API) moved the session's end in the ledger: raise
+        the job's time limit to match, so that Slurm does not end the job at the first hold's
+        end. Only a Slurm operator may raise a limit: this scontrol runs as the hub's account
+        (which a site makes an operator: docs/slurm.md), never as the user."""
+        try:
+            view = await self.quota.session(self.ledger_session["id"], self.user.name)
+        except Exception as e:  # the quota service is away: the next poll asks again
+            self.log.debug("Could not read ledger session of %s: %s", self.holder, e)
+            return
+        if view is None or self.session_end is None:
+            return
+        end = datetime.fromisoformat(view["end_at"])
+        if end <= self.session_end:
+            return
+        snap = await self.client.snapshot(self.poll_interval, need=self.job_id)
+        queued = snap.jobs.get(self.job_id)
+        if queued is None or queued.start is None:
+            return
+        minutes = slurm_job.time_limit_minutes(end, queued.start.astimezone())
+        argv = sc.scontrol_time_limit_argv(
+            self.job_id, minutes, executable=self.client.command("scontrol")
+        )
+        done = await self.client.run(argv)
+        if done.ok:
+            self.log.info(
+                "Slurm job %s of %s extended: time limit %s min (session ends %s)",
+                self.job_id,
+                self.holder,
+                minutes,
+                end,
+            )
+            self.session_end = end
+        else:
+            self.log.warning(
+                "Could not raise the time limit of Slurm job %s to %s min (%s): the hub's "
+                "account must be a Slurm operator for extensions to reach Slurm",
+                self.job_id,
+                minutes,
+                done.why(),
+            )
+
     async def _tighten_time_limit(self, job: sc.QueuedJob, spec: slurm_job.JobSpec) -> None:
         """The job may have waited: cap its limit at the session's end counted from its real
         start, so Slurm ends it when the hold runs out at the latest."""

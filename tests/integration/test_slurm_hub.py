@@ -603,3 +603,36 @@ def test_slurm_accounting_and_the_ledger_agree(hub_factory, tmp_path, slurm):
     if done.returncode != 0:  # another hub's jobs (an earlier test's ledger) differ, not ours
         assert "no ledger session" in done.stdout, done.stdout + done.stderr
     hub.stop_server("carol")
+
+
+def test_an_extension_raises_the_jobs_time_limit(slurm_hub, slurm):
+    """Extend (JupyterLab, the quota API) moves the session's end in the ledger; the spawner's
+    poll carries it to Slurm, so the job is not ended at the first hold's end."""
+    hub, data = slurm_hub
+    r = hub.start_server(
+        "bob", {"project": "demo-lab", "slice_type": "h100.1g.10gb", "duration_hours": 1}
+    )
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server("bob", timeout=WAIT_S)
+    job_id = state(hub, "bob")["job_id"]
+    (session,) = ledger_sessions(data, "bob")
+
+    def limit_minutes() -> int:
+        h, m, _s = (int(x) for x in show_job(slurm, job_id)["TimeLimit"].split(":"))
+        return h * 60 + m
+
+    before = limit_minutes()
+    assert 58 <= before <= 60
+    token = hub.api("POST", "/users/bob/tokens", json={"note": "test"}).json()["token"]
+    with requests.Session() as s:
+        s.trust_env = False
+        r = s.post(
+            f"{hub.url}/services/quota/api/sessions/{session['id']}/extend",
+            json={"minutes": 90},
+            headers={"Authorization": f"token {token}"},
+            timeout=30,
+        )
+    assert r.status_code == 200, r.text
+    poll("the job's time limit follows the extension", lambda: limit_minutes() >= before + 89)
+    assert limit_minutes() <= before + 91
+    hub.stop_server("bob")
