@@ -94,6 +94,7 @@ class HeldSession:
     stop_reason: str = ""
     begun: bool = True
     stopped_at: datetime | None = None
+    extended: int = 0
     id: int = 0
 
 
