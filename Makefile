@@ -143,7 +143,8 @@ bench: venv node_modules
 	if [ -n "$$failed" ]; then echo "failed:$$failed"; exit 1; fi
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis .bench-data build dist
+	rm -rf $(VENV) node_modules .pytest_cache .ruff_cache .hypothesis .bench-data build dist \
+		.screenshots $(LABEXT_SRC)/node_modules $(LABEXT_SRC)/lib $(LABEXT_SRC)/build-test
 	find . -path ./.git -prune -o \( -name __pycache__ -o -name '*.egg-info' \) -prune \
 		-exec rm -rf {} +
 
