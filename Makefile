@@ -25,6 +25,8 @@ help:
 	@echo "make node_modules  configurable-http-proxy from package-lock.json"
 	@echo "make postgres      Debian's PostgreSQL 15 installed, running, slicehub/slicehub_test ready"
 	@echo "make slurm         Debian's Slurm (+ slurmdbd accounting) on this machine, GPU slices as GRES"
+	@echo "make chromium      Debian's Chromium for the browser tests (never a downloaded browser)"
+	@echo "make labextension  rebuild the JupyterLab extension (labextension/ -> extensions/labextension)"
 	@echo "make demo          a local hub on http://127.0.0.1:8000 (python -m spawners.cli demo)"
 	@echo "make slurm-demo    the hub on http://127.0.0.1:8000 with servers as jobs on that Slurm"
 	@echo "make test          postgres, slurm, then ruff check + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
