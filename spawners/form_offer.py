@@ -43,7 +43,7 @@ class SliceQuote:
             return self.unavailable
         if not self.affordable(duration_hours):
             return (
-                f"The allocation can pay {_hours(self.hours)} of it; shorten the session or "
+                f"The allocation can pay {hours_text(self.hours)} of it; shorten the session or "
                 "choose a smaller slice."
             )
         return ""
@@ -97,17 +97,19 @@ def offer(projects: list[dict], availability, queues: bool, now: datetime) -> li
                 continue
             subsidy = st.price_cents * rate // BASIS_POINTS
             hours = hours_affordable(st.price_cents, p, cap_left, rate)
-            quote = SliceQuote(
-                st.name,
-                st.price_cents,
-                subsidy,
-                st.price_cents - subsidy,
-                hours,
-                av.free,
-                av.capacity,
-                queues,
+            quotes.append(
+                SliceQuote(
+                    st.name,
+                    st.price_cents,
+                    subsidy,
+                    st.price_cents - subsidy,
+                    hours,
+                    av.free,
+                    av.capacity,
+                    queues,
+                    _unavailable(av.free, av.capacity, queues),
+                )
             )
-            quotes.append(SliceQuote(**{**quote.__dict__, "unavailable": _unavailable(quote)}))
         out.append(
             ProjectOffer(
                 p["project"],
@@ -126,11 +128,11 @@ def offer(projects: list[dict], availability, queues: bool, now: datetime) -> li
     return out
 
 
-def _unavailable(q: SliceQuote) -> str:
-    if q.capacity == 0:
+def _unavailable(free: int | None, capacity: int | None, queues: bool) -> str:
+    if capacity == 0:
         return "Not available on this cluster right now."
-    if q.free == 0 and not q.queues:
-        return f"None free right now (all {q.capacity} in use)."
+    if free == 0 and not queues:
+        return f"None free right now (all {capacity} in use)."
     return ""
 
 
@@ -151,9 +153,8 @@ def _window(p: dict, member: dict, now: datetime) -> tuple[str, str | None, str 
     )
 
 
-def _hours(h: float | None) -> str:
-    if h is None:
-        return "any time"
+def hours_text(h: float) -> str:
+    """Hours as the form writes them, rounded down: "46 min", "51.9 h"."""
     if h < 1:
         return f"{int(h * 60)} min"
     return f"{int(h * 10) / 10:g} h"

@@ -100,9 +100,7 @@ def _hours(value) -> str:
 
 def _buys(hours: float) -> str:
     """What an allocation buys, in words: "91.3 h", "25 min", "nothing"."""
-    if hours * 60 < 1:
-        return "nothing"
-    return f"{int(hours * 60)} min" if hours < 1 else f"{int(hours * 10) / 10:g} h"
+    return "nothing" if hours * 60 < 1 else form_offer.hours_text(hours)
 
 
 def _when(iso: str) -> Markup:
