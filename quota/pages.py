@@ -18,7 +18,6 @@ ledger enforces them now; the 30 days are summed in the database, one query per 
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -29,7 +28,7 @@ from tornado import web
 
 from . import clock
 from .api import STAFF, QuotaHandler
-from .ledger import Ledger, LedgerError, LedgerReader, session_view
+from .ledger import Ledger, LedgerReader, session_view
 from .models import Charge, Price, Project, Session
 from .money import format_money
 from .pricing import PriceBook, subsidy_of
@@ -288,18 +287,12 @@ class PageHandler(QuotaHandler):
             )
         )
 
-    async def read(self, fn, *args):
-        try:
-            return await asyncio.to_thread(fn, *args)
-        except LedgerError as e:
-            raise web.HTTPError(e.status, str(e)) from None
-
 
 class UsagePage(PageHandler):
     @web.authenticated
     async def get(self):
         username = self.username()
-        projects = await self.read(usage, self.reader, username, clock.utcnow())
+        projects = await self.in_db(usage, self.reader, username, clock.utcnow())
         self.page("usage.html.j2", title="My usage", page="usage", projects=projects)
 
 
@@ -316,5 +309,5 @@ class StaffPage(PageHandler):
             key: self.get_argument(key, "").strip()[:100]
             for key in ("project", "slice_type", "user")
         }
-        view = await self.read(staff_view, self.reader, clock.utcnow(), *filters.values())
+        view = await self.in_db(staff_view, self.reader, clock.utcnow(), *filters.values())
         self.page("staff.html.j2", title="Running sessions", page="staff", view=view)
