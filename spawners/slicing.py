@@ -539,20 +539,25 @@ class SliceSpawnerMixin(LoggingConfigurable):
             }
         return state
 
+    def saved_state(self, state: dict, key: str, version: int, what: str) -> dict | None:
+        """The part of the spawner's state saved under `key` (None: nothing saved). One saved
+        by another version of the hub is read as far as it goes, and the log says so."""
+        saved = state.get(key)
+        if saved and saved.get("version") != version:
+            self.log.warning(
+                "Spawner state of %s has %s version %s (this hub writes %s); reading what it can",
+                self.holder,
+                what,
+                saved.get("version"),
+                version,
+            )
+        return saved or None
+
     def load_state(self, state):
         super().load_state(state)
-        saved = state.get("slicehub")
+        saved = self.saved_state(state, "slicehub", STATE_VERSION, "Slicehub")
         if not saved:
             return
-        version = saved.get("version")
-        if version != STATE_VERSION:
-            self.log.warning(
-                "Spawner state of %s has Slicehub version %s (this hub writes %s); "
-                "reading what it can",
-                self.holder,
-                version,
-                STATE_VERSION,
-            )
         try:
             self.assignment = Assignment.from_dict(saved["assignment"])
             self.slice_options = validate_options(saved["options"], self.slices.site)

@@ -638,18 +638,9 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
 
     def load_state(self, state):
         super().load_state(state)
-        saved = state.get(STATE_KEY)
+        saved = self.saved_state(state, STATE_KEY, STATE_VERSION, "Slurm state")
         if not saved:
             return
-        version = saved.get("version")
-        if version != STATE_VERSION:
-            self.log.warning(
-                "Spawner state of %s has Slurm state version %s (this hub writes %s); "
-                "reading what it can",
-                self.holder,
-                version,
-                STATE_VERSION,
-            )
         try:
             self.job_id = sc.check_job_id(saved["job_id"])
             self.slice_options = validate_options(saved["options"], self.site)
