@@ -4,8 +4,11 @@
   a Dask cluster and an array module bound to the slice (docs/kernels.md), built from
   `slice_env` (what the slice is), `gpu` (what CUDA shows), `cluster_plan` (what to start, how
   the memory is shared) and `session` (memory, time and money left; `%slicehub`).
+- `extensions.server`: the Jupyter server extension behind the JupyterLab status bar
+  (docs/notebook-ui.md).
 
-The single-user side imports only these modules, `quota.clock`, `quota.money` and
-`spawners.catalogue` (standard library only), so the single-user image installs the slicehub
+The single-user side imports only these modules, `quota.clock`, `quota.money`,
+`spawners.catalogue` (standard library only) and `spawners.quota_client` (tornado and
+jupyterhub, both in the single-user pins), so the single-user image installs the slicehub
 package without the hub's dependencies.
 """

@@ -24,12 +24,10 @@ import logging
 import os
 import tempfile
 
-import psutil
-
 from .cluster_plan import ClusterPlan, cpu_plan, plan, summary
 from .gpu import probe, short_error
 from .session import SliceSession
-from .slice_env import SliceEnv, parse
+from .slice_env import read
 
 log = logging.getLogger("slicehub.kernel")
 
@@ -84,7 +82,7 @@ def start(env) -> SliceSession:
     """Read the slice in `env`, start its cluster, return the session (blocking, seconds)."""
     import dask
 
-    s = parse(env, psutil.cpu_count() or 1, psutil.virtual_memory().total)
+    s = read(env)
     p = plan(s, probe() if s.wants_gpu else None)
     spill_dir = tempfile.mkdtemp(prefix="slicehub-dask-", dir=env.get("TMPDIR") or None)
     dask.config.set({"temporary-directory": spill_dir})  # the scheduler's scratch space too
@@ -152,8 +150,3 @@ def _start_cuda(p: ClusterPlan, spill_dir: str):
     )
     cupy.get_default_memory_pool().set_limit(size=p.cupy_limit)
     return cluster, cupy
-
-
-def slice_env() -> SliceEnv:
-    """The slice this kernel runs on (for code that wants it without the cluster)."""
-    return parse(os.environ, psutil.cpu_count() or 1, psutil.virtual_memory().total)

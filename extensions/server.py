@@ -20,56 +20,18 @@ import asyncio
 import json
 import os
 
-import psutil
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from quota import clock
+from spawners.quota_client import QuotaClient
 
 from .session import SessionMoney
-from .slice_env import parse
+from .slice_env import read
 
 QUOTA_TIMEOUT_S = 5.0
-EXTEND_CHOICES = range(1, 24 * 60 + 1)  # minutes; the ledger says the same
-
-
-class QuotaUnreachable(Exception):
-    pass
-
-
-class Quota:
-    """The quota service's API, as this server's user."""
-
-    def __init__(self, env):
-        self.base = env.get("SLICEHUB_QUOTA_URL", "").rstrip("/")
-        self.token = env.get("JUPYTERHUB_API_TOKEN", "")
-
-    @property
-    def configured(self) -> bool:
-        return bool(self.base and self.token)
-
-    async def call(self, method: str, path: str, body: dict | None = None) -> dict:
-        """The JSON answer; HTTPClientError for a refusal (4xx with the service's sentence),
-        QuotaUnreachable when there is no answer."""
-        request = HTTPRequest(
-            f"{self.base}/api/{path}",
-            method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-            body=json.dumps(body) if body is not None else None,
-            request_timeout=QUOTA_TIMEOUT_S,
-            follow_redirects=False,
-        )
-        try:
-            response = await AsyncHTTPClient().fetch(request)
-        except HTTPClientError as e:
-            if e.code >= 500 or e.code == 599 or e.response is None:
-                raise QuotaUnreachable(str(e)) from None
-            raise
-        except OSError as e:
-            raise QuotaUnreachable(str(e)) from None
-        return json.loads(response.body)
+UNREACHABLE = "The quota service cannot be reached just now; try again in a minute."
 
 
 def session_shape(v: dict) -> dict:
@@ -103,11 +65,15 @@ def project_shape(p: dict) -> dict:
 class SlicehubHandler(APIHandler):
     @property
     def slice(self):
-        return parse(os.environ, psutil.cpu_count() or 1, psutil.virtual_memory().total)
+        return read(os.environ)
 
     @property
-    def quota(self) -> Quota:
-        return Quota(os.environ)
+    def quota(self) -> QuotaClient | None:
+        """The quota service as this server's user (None: not configured)."""
+        url, token = os.environ.get("SLICEHUB_QUOTA_URL"), os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not (url and token):
+            return None
+        return QuotaClient(url, token, QUOTA_TIMEOUT_S, down=UNREACHABLE)
 
 
 class StatusHandler(SlicehubHandler):
@@ -127,69 +93,43 @@ class StatusHandler(SlicehubHandler):
             "quota": "none",
         }
         q = self.quota
-        if q.configured and s.ledger_session:
+        if q is not None and s.ledger_session:
+            user = os.environ.get("JUPYTERHUB_USER", "")
             try:
-                sessions, warnings = await asyncio.gather(
-                    q.call("GET", "sessions?active=1"), q.call("GET", "warnings")
+                view, warnings = await asyncio.gather(
+                    q.session(s.ledger_session, user), q.warnings()
                 )
-                view = next((v for v in sessions["sessions"] if v["id"] == s.ledger_session), None)
                 if view is not None:
                     out["session"] = session_shape(view)
-                    project = await q.call("GET", f"projects/{view['project']}")
-                    out["project"] = project_shape(project)
+                    out["project"] = project_shape(await q.project(view["project"]))
                 out["warnings"] = [
                     {k: w[k] for k in ("id", "level", "message", "created_at")}
-                    for w in warnings["warnings"]
+                    for w in warnings
                     if w["session"] == s.ledger_session
                 ]
                 out["quota"] = "ok"
-            except (QuotaUnreachable, HTTPClientError, KeyError, ValueError) as e:
+            except (web.HTTPError, KeyError, ValueError) as e:
                 self.log.warning("Slicehub status: the quota service did not answer: %s", e)
                 out["quota"] = "unreachable"
         self.finish(json.dumps(out))
 
 
 class ExtendHandler(SlicehubHandler):
+    """POST {"minutes": N}: forwarded to the quota service, which judges the body (the one
+    validator: its 400 and sentence come back as they are) and whether the project can pay."""
+
     @web.authenticated
     async def post(self):
         try:
-            data = json.loads(self.request.body or b"{}")
+            body = json.loads(self.request.body or b"{}")
         except ValueError:
             raise web.HTTPError(400, "The request body is not JSON.") from None
-        if not isinstance(data, dict) or set(data) != {"minutes"}:
-            raise web.HTTPError(400, 'Send {"minutes": N}.')
-        minutes = data["minutes"]
-        if (
-            isinstance(minutes, bool)
-            or not isinstance(minutes, int)
-            or minutes not in EXTEND_CHOICES
-        ):
-            raise web.HTTPError(400, "minutes must be a whole number from 1 to 1440.")
         s, q = self.slice, self.quota
-        if not (q.configured and s.ledger_session):
+        if q is None or not s.ledger_session:
             raise web.HTTPError(409, "This server has no Slicehub session to extend.")
-        try:
-            view = await q.call("POST", f"sessions/{s.ledger_session}/extend", {"minutes": minutes})
-        except HTTPClientError as e:
-            raise web.HTTPError(e.code, _message(e)) from None
-        except QuotaUnreachable:
-            raise web.HTTPError(
-                503, "The quota service cannot be reached just now; try again in a minute."
-            ) from None
+        # a refusal (its status and sentence) or UNREACHABLE (503) goes back as it is
+        view = await q.extend(s.ledger_session, body)
         self.finish(json.dumps({"session": session_shape(view)}))
-
-    def write_error(self, status_code, **kwargs):
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = exc.log_message if isinstance(exc, web.HTTPError) else None
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"message": message or self._reason}))
-
-
-def _message(e: HTTPClientError) -> str:
-    try:
-        return json.loads(e.response.body)["message"]
-    except (AttributeError, ValueError, KeyError, TypeError):
-        return f"The quota service refused ({e.code})."
 
 
 def _jupyter_server_extension_points():

@@ -1,4 +1,5 @@
-"""What slice this process runs on, read from the environment the spawner set. Pure.
+"""What slice this process runs on, read from the environment the spawner set. `parse` is pure;
+`read` adds the host's CPUs and memory as defaults.
 
 The spawners (`spawners.slicing.slice_env`, `spawners.slurm`) give every single-user server
 `CUDA_VISIBLE_DEVICES` and the `SLICEHUB_*` variables; kernels inherit them. This module turns
@@ -22,6 +23,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+
+import psutil
 
 from spawners.catalogue import SliceShape, parse_slice_type
 
@@ -60,6 +63,12 @@ class SliceEnv:
     @property
     def gpu_memory_per_device(self) -> int:
         return self.gpu_memory_bytes // len(self.devices) if self.devices else 0
+
+
+def read(env: Mapping[str, str]) -> SliceEnv:
+    """The slice described by `env`, with this host's CPUs and memory where the slice says
+    none (the one place that asks the host; `parse` stays pure)."""
+    return parse(env, psutil.cpu_count() or 1, psutil.virtual_memory().total)
 
 
 def parse(env: Mapping[str, str], host_cpus: int, host_memory: int) -> SliceEnv:

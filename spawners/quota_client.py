@@ -25,17 +25,20 @@ DOWN = (
 
 
 class QuotaClient:
-    def __init__(self, url: str, token: str, timeout: float = 10):
+    """`down`: the sentence a caller's user reads when the service does not answer (a 503)."""
+
+    def __init__(self, url: str, token: str, timeout: float = 10, down: str = DOWN):
         self.url = url
         self.token = token
         self.timeout = timeout
+        self.down = down
 
     async def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         req = HTTPRequest(
             url_path_join(self.url, path),
             method=method,
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-            body=json.dumps(body) if body is not None else None,
+            body=None if method == "GET" else json.dumps(body),
             request_timeout=self.timeout,
             connect_timeout=self.timeout,
         )
@@ -43,14 +46,14 @@ class QuotaClient:
             r = await AsyncHTTPClient().fetch(req)
         except HTTPClientError as e:
             if e.response is None or (e.code >= 500 and e.code != 503):
-                raise web.HTTPError(503, DOWN) from None
+                raise web.HTTPError(503, self.down) from None
             try:
                 message = json.loads(e.response.body)["message"]
             except (ValueError, KeyError, TypeError):
                 message = f"The quota service refused the request ({e.code})."
             raise web.HTTPError(e.code, message) from None
         except OSError:
-            raise web.HTTPError(503, DOWN) from None
+            raise web.HTTPError(503, self.down) from None
         return json.loads(r.body) if r.body else {}
 
     async def projects(self, user: str) -> list[dict]:
@@ -60,6 +63,17 @@ class QuotaClient:
         """The ledger's view of `user`'s active session `session_id` (None: not active)."""
         found = await self._call("GET", f"api/sessions?user={quote(user)}&active=1")
         return next((s for s in found["sessions"] if s["id"] == session_id), None)
+
+    async def extend(self, session_id: int, body) -> dict:
+        """Ask for more time for a session; `body` ({"minutes": N}) is the quota service's to
+        judge, and its refusal comes back as an HTTPError with its status and sentence."""
+        return await self._call("POST", f"api/sessions/{int(session_id)}/extend", body)
+
+    async def warnings(self) -> list[dict]:
+        return (await self._call("GET", "api/warnings"))["warnings"]
+
+    async def project(self, slug: str) -> dict:
+        return await self._call("GET", f"api/projects/{quote(slug)}")
 
     async def hold(
         self, project, user, server_name, slice_type, minutes, deferred: bool = False
