@@ -39,6 +39,18 @@ def load_average() -> str:
         return "?"
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def publish(text: str, results: Path, write: bool) -> None:
+    """Print a benchmark's report and, with --write, keep it as its table in the repo."""
+    print(text)
+    if write:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(text)
+        print(f"wrote {results.relative_to(REPO)}")
+
+
 class BenchCheckFailed(RuntimeError):
     """A benchmark's own correctness check failed: its numbers must not be reported."""
 

@@ -44,7 +44,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import cpu_model, usable_cores
+from _common import cpu_model, publish, usable_cores
 
 from spawners.allocator import Allocator, FirstFitAllocator
 from spawners.catalogue import COMPUTE_SLICES, gpu_model, maximal_fits
@@ -801,11 +801,7 @@ def main(argv: list[str] | None = None) -> int:
     fluid = FluidPolicy(totals, vectors, bench.trace)
     bench.outcomes.append(replay(fluid, events, len(bench.trace), peak_arrival))
     text = report(bench)
-    print(text)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS.relative_to(REPO)}")
+    publish(text, RESULTS, args.write)
     return 0
 
 

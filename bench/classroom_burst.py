@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from _common import check, cpu_model, load_average, usable_cores  # noqa: E402
+from _common import check, cpu_model, load_average, publish, usable_cores  # noqa: E402
 from hubprocess import CONFIGURABLE_HTTP_PROXY, HubProcess  # noqa: E402
 from slurm_spawn import slurm_env  # noqa: E402
 from spawn_latency import p95  # noqa: E402
@@ -300,11 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     checks.append(f"ledger: {len(sessions)} sessions, all released")
 
     text = report(students, args, wall, checks, hub.log_text())
-    print(text)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"written to {RESULTS.relative_to(REPO)}")
+    publish(text, RESULTS, args.write)
     return 0 if all(s.ready is not None or "pending" in s.last_message for s in students) else 1
 
 

@@ -60,7 +60,7 @@ from quota.service import settle_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import check
+from _common import check, publish
 from ledger_metering import (
     LOAD,
     Database,
@@ -736,11 +736,7 @@ def main(argv: list[str] | None = None) -> int:
         for db in databases.values():
             db.close()
     text = report(args, outcomes, descriptions, setup)
-    print(text)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS.relative_to(REPO)}")
+    publish(text, RESULTS, args.write)
     return 0
 
 

@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import check, cpu_model, memory, usable_cores  # noqa: E402
+from _common import check, cpu_model, memory, publish, usable_cores  # noqa: E402
 
 from spawners.site import load_site  # noqa: E402
 
@@ -245,11 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     lines += ["", *[f"**{v}**" for v in verdicts], ""]
     text = "\n".join(lines)
-    print(text)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text)
-        print(f"wrote {RESULTS.relative_to(REPO)}")
+    publish(text, RESULTS, args.write)
     return 0
 
 

@@ -66,7 +66,7 @@ from importlib import metadata
 from pathlib import Path
 from unittest import mock
 
-from _common import check, cpu_model, load_average, memory, usable_cores
+from _common import check, cpu_model, load_average, memory, publish, usable_cores
 from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -1051,11 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
     digests = {run.digest for r in results for runs in r.runs.values() for run in runs}
     check(len(digests) == 1, f"runs wrote different charges: {sorted(digests)}")
     text_ = report(args, results, len(plans))
-    print(text_)
-    if args.write:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(text_)
-        print(f"wrote {RESULTS.relative_to(REPO)}")
+    publish(text_, RESULTS, args.write)
     return 0
 
 

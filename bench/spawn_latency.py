@@ -33,7 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from _common import cpu_model  # noqa: E402
+from _common import cpu_model, publish  # noqa: E402
 from hubprocess import CONFIGURABLE_HTTP_PROXY, HubProcess, write_stock_config  # noqa: E402
 
 # What A's POST body carries (options of spawners/options.py; alice is in two demo projects).
@@ -291,11 +291,7 @@ def interleave(sides, users: dict[str, str], args, report, results: Path) -> int
 
     text = report(sides, args)
     print()
-    print(text)
-    if args.write:
-        results.parent.mkdir(parents=True, exist_ok=True)
-        results.write_text(text)
-        print(f"written to {results.relative_to(REPO)}")
+    publish(text, results, args.write)
     return 0
 
 
