@@ -87,3 +87,36 @@ def pg_url(postgres_server: str, request: pytest.FixtureRequest) -> Iterator[str
 
 
 # ---- end of real PostgreSQL ---------------------------------------------------------------------
+
+
+# ---- a real hub with the quota service (integration and browser tests) ------------------------
+@pytest.fixture
+def quota_hub(hub_factory, tmp_path):
+    """The demo's hub config with its quota service metering every second, 1-minute sessions
+    allowed, users alice, bob and staff: (hub, its data dir)."""
+    site = tmp_path / "site.toml"
+    site.write_text(
+        (REPO_ROOT / "hub_config" / "demo-site.toml")
+        .read_text()
+        .replace("min_minutes = 15", "min_minutes = 1")
+    )
+    cfg = tmp_path / "config.py"
+    cfg.write_text(
+        f"load_subconfig({str(REPO_ROOT / 'hub_config' / 'jupyterhub_config.py')!r})\n"
+        "c.LocalSliceSpawner.quota_timeout = 3\n"
+    )
+    data = tmp_path / "data"
+    hub = hub_factory(
+        cfg,
+        env={
+            "SLICEHUB_DATA_DIR": str(data),
+            "SLICEHUB_SITE": str(site),
+            "SLICEHUB_METER_INTERVAL": "1",
+        },
+    )
+    for u in ("alice", "bob", "staff"):
+        hub.create_user(u)
+    return hub, data
+
+
+# ---- end of the quota hub ----------------------------------------------------------------------

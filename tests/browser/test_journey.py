@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.demo_ledger import add_project
+
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,56 +57,21 @@ def browser():
 
 
 @pytest.fixture
-def journey_hub(hub_factory, tmp_path):
-    site = tmp_path / "site.toml"
-    site.write_text(
-        (REPO / "hub_config" / "demo-site.toml")
-        .read_text()
-        .replace("min_minutes = 15", "min_minutes = 1")
+def journey_hub(quota_hub):
+    """The quota hub (1-minute sessions allowed, metered every second) and alice's "pilot"
+    project: HK$3.00 of subsidy, enough for a short session and a 30-minute extension of a
+    1g.10gb slice (HK$3.85 of subsidy an hour), not for two hours."""
+    hub, data = quota_hub
+    add_project(
+        data,
+        "pilot",
+        grant_cents=3_00,
+        members={"alice": "member"},
+        name="Pilot study",
+        pi="alice",
+        allowed_slice_types=["h100.1g.10gb", "cpu"],
     )
-    cfg = tmp_path / "config.py"
-    cfg.write_text(f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n")
-    data = tmp_path / "data"
-    hub = hub_factory(
-        cfg,
-        env={
-            "SLICEHUB_DATA_DIR": str(data),
-            "SLICEHUB_SITE": str(site),
-            "SLICEHUB_METER_INTERVAL": "1",
-        },
-    )
-    hub.create_user("alice")
-    small_project(data / "ledger.sqlite")
     return hub, data
-
-
-def small_project(db: Path) -> None:
-    """Alice's "pilot" project: HK$3.00 of subsidy, enough for a short session and a
-    30-minute extension of a 1g.10gb slice (HK$3.85 of subsidy an hour), not for two hours."""
-    from quota.ledger import Ledger
-
-    now = datetime.now(UTC)
-    ledger = Ledger(f"sqlite:///{db}")
-    try:
-        ledger.add_project(
-            "staff",
-            "pilot",
-            scheme="hk-ai-subsidy",  # the demo's (quota/demo.py)
-            name="Pilot study",
-            organisation="Demo University",
-            pi="alice",
-            valid_from=now - timedelta(days=1),
-            valid_until=now + timedelta(days=30),
-            allowed_slice_types=["h100.1g.10gb", "cpu"],
-            max_concurrent_sessions=5,
-            now=now,
-        )
-        ledger.add_grant(
-            "staff", "pilot", 3_00, now - timedelta(days=1), now + timedelta(days=30), now
-        )
-        ledger.add_member("staff", "pilot", "alice", now)
-    finally:
-        ledger.dispose()
 
 
 def ends_at(data: Path) -> datetime:

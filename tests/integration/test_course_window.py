@@ -9,42 +9,32 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from quota.ledger import Ledger
+from tests.demo_ledger import add_project
 
 pytestmark = pytest.mark.integration
 
 
-def course(db, opens: datetime, closes: datetime) -> None:
-    now = datetime.now(UTC)
-    ledger = Ledger(f"sqlite:///{db}")
-    try:
-        ledger.add_project(
-            "staff",
-            "ml101",
-            scheme="hk-ai-subsidy",
-            name="Machine learning 101",
-            organisation="Demo University",
-            pi="staff",
-            valid_from=now - timedelta(days=1),
-            valid_until=now + timedelta(days=30),
-            allowed_slice_types=["h100.1g.10gb"],
-            max_concurrent_sessions=50,
-            is_course=True,
-            member_cap_cents=50_00,
-            now=now,
-        )
-        ledger.add_grant("staff", "ml101", 1000_00, now - timedelta(days=1), closes, now)
-        ledger.add_member("staff", "ml101", "carol", now, role="student")
-        ledger.add_class_window("staff", "ml101", opens, closes, now)
-    finally:
-        ledger.dispose()
+def course(data, opens: datetime, closes: datetime) -> None:
+    add_project(
+        data,
+        "ml101",
+        grant_cents=1000_00,
+        grant_until=closes,
+        members={"carol": "student"},
+        windows=((opens, closes),),
+        name="Machine learning 101",
+        allowed_slice_types=["h100.1g.10gb"],
+        max_concurrent_sessions=50,
+        is_course=True,
+        member_cap_cents=50_00,
+    )
 
 
 def test_a_student_between_classes_cannot_start_from_the_form_or_the_api(quota_hub):
     hub, data = quota_hub
     hub.create_user("carol")
     opens = (datetime.now(UTC) + timedelta(hours=2)).replace(microsecond=0)
-    course(data / "ledger.sqlite", opens, opens + timedelta(hours=2))
+    course(data, opens, opens + timedelta(hours=2))
 
     with hub.login("carol", "slicehub-demo") as browser:
         page = browser.get(f"{hub.url}/hub/spawn", timeout=30).text
@@ -67,7 +57,7 @@ def test_inside_the_window_the_session_ends_with_the_class(quota_hub):
     hub, data = quota_hub
     hub.create_user("carol")
     now = datetime.now(UTC).replace(microsecond=0)
-    course(data / "ledger.sqlite", now - timedelta(minutes=5), now + timedelta(minutes=40))
+    course(data, now - timedelta(minutes=5), now + timedelta(minutes=40))
     r = hub.start_server(
         "carol", {"project": "ml101", "slice_type": "h100.1g.10gb", "duration_hours": 2}
     )

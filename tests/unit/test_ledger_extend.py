@@ -1,46 +1,18 @@
 """Extending a running session: more time is held only when the project can pay, priced at
 the session's own prices; a refusal says why and changes nothing; the warnings come again."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
 from quota.hold import HoldRequest
-from quota.ledger import Ledger, LedgerError
+from quota.ledger import LedgerError
 from quota.models import AuditEntry, SessionWarning
 from quota.models import Session as LedgerSession
+from tests.unit.rules_ledger import T0, H, project
 
-T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
-H = timedelta(hours=1)
-PRICE = 10_00  # h100.1g.10gb, HK$10.00 an hour; the scheme pays 70%
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    lg = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}")
-    lg.upgrade()
-    lg.add_scheme("staff", "s", 7000, 10**9, T0)
-    lg.set_price("staff", "h100.1g.10gb", PRICE, T0, T0)
-    yield lg
-    lg.dispose()
-
-
-def project(lg, slug, grant=100_00, **kw):
-    spec = dict(
-        scheme="s",
-        name=slug,
-        organisation="U",
-        pi="pi",
-        valid_from=T0,
-        valid_until=T0 + 30 * 24 * H,
-        allowed_slice_types=["*"],
-        max_concurrent_sessions=5,
-        now=T0,
-    )
-    spec.update(kw)
-    lg.add_project("staff", slug, **spec)
-    lg.add_grant("staff", slug, grant, T0, T0 + 30 * 24 * H, T0)
+PRICE = 10_00  # h100.1g.10gb in the rules' ledger: HK$10.00 an hour; the scheme pays 70%
 
 
 def row(lg, sid) -> LedgerSession:

@@ -1,44 +1,14 @@
 """The ledger's rules one by one: who may start what, when, and what is refused, in words."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import text
 
 from quota.hold import HoldRequest
-from quota.ledger import Ledger, LedgerError
+from quota.ledger import LedgerError
 from quota.pricing import PricePoint, PriceSchedule, split_increment, subsidy_of
-
-T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
-H = timedelta(hours=1)
-
-
-@pytest.fixture
-def ledger(tmp_path):
-    lg = Ledger(f"sqlite:///{tmp_path / 'l.sqlite'}")
-    lg.upgrade()
-    lg.add_scheme("staff", "s", 7000, 10**9, T0)
-    lg.set_price("staff", "h100.1g.10gb", 1000, T0, T0)
-    lg.set_price("staff", "h100.3g.40gb", 3000, T0, T0)
-    yield lg
-    lg.dispose()
-
-
-def project(lg, slug, **kw):
-    spec = dict(
-        scheme="s",
-        name=slug,
-        organisation="U",
-        pi="pi",
-        valid_from=T0,
-        valid_until=T0 + 30 * 24 * H,
-        allowed_slice_types=["*"],
-        max_concurrent_sessions=5,
-        now=T0,
-    )
-    spec.update(kw)
-    lg.add_project("staff", slug, **spec)
-    lg.add_grant("staff", slug, 100_00, T0, T0 + 30 * 24 * H, T0)
+from tests.unit.rules_ledger import T0, H, project
 
 
 def refused(fn, *args, status=None):
