@@ -26,8 +26,8 @@ help:
 	@echo "make postgres      Debian's PostgreSQL 15 installed, running, slicehub/slicehub_test ready"
 	@echo "make slurm         Debian's Slurm (+ slurmdbd accounting) on this machine, GPU slices as GRES"
 	@echo "make chromium      Debian's Chromium for the browser tests (never a downloaded browser)"
-	@echo "make labextension  rebuild the JupyterLab extension (labextension/ -> extensions/labextension)"
-	@echo "make demo          a local hub on http://127.0.0.1:8000 (python -m spawners.cli demo)"
+	@echo "make labextension  rebuild the JupyterLab extension (labextension/ -> slicehub/extensions/labextension)"
+	@echo "make demo          a local hub on http://127.0.0.1:8000 (python -m slicehub.cli demo)"
 	@echo "make slurm-demo    the hub on http://127.0.0.1:8000 with servers as jobs on that Slurm"
 	@echo "make test          postgres, slurm, then ruff check + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
 	@echo "make lint          ruff check + ruff format --check"
@@ -44,9 +44,9 @@ venv: $(VENV_STAMP)
 # the `# gpu-only` lines) and the GPU kernelspec, so the image's recipe is what the tests run.
 SINGLEUSER_REQS := images/singleuser/requirements.txt
 KERNELSPEC := images/kernelspec/slicehub-gpu
-SERVER_EXT_CONFIG := extensions/jupyter_config/slicehub.json
-LAB_OVERRIDES := extensions/jupyter_config/overrides.json
-LABEXT_BUILT := extensions/labextension
+SERVER_EXT_CONFIG := slicehub/extensions/jupyter_config/slicehub.json
+LAB_OVERRIDES := slicehub/extensions/jupyter_config/overrides.json
+LABEXT_BUILT := slicehub/extensions/labextension
 LABEXT_DEST := $(VENV)/share/jupyter/labextensions/@slicehub/status
 $(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json $(SERVER_EXT_CONFIG) \
 		$(LAB_OVERRIDES) \
@@ -110,11 +110,11 @@ slurm-demo: venv node_modules slurm
 	done
 	eval "$$(scripts/slurm.sh env)"; \
 	SLICEHUB_SITE=$(CURDIR)/hub_config/slurm-site.toml SLICEHUB_DATA_DIR=$(CURDIR)/.data/slurm \
-		$(PY) -m spawners.cli demo
+		$(PY) -m slicehub.cli demo
 
 demo: export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 demo: venv node_modules
-	$(PY) -m spawners.cli demo
+	$(PY) -m slicehub.cli demo
 
 # Installs Debian's Chromium for the browser tests when missing (never a downloaded browser). Exit
 # 3 outside CI (not root, no apt): the browser tests then skip, saying why.
@@ -153,7 +153,7 @@ clean:
 # The JupyterLab extension @slicehub/status (TypeScript in labextension/): the status-bar item,
 # the session panel with Extend, the warning notifications. npm installs from its lock file, the
 # pure module's tests run under node's test runner, then jupyter-builder (from the venv) writes
-# the prebuilt extension to extensions/labextension. That output is committed (~35 KB), so
+# the prebuilt extension to slicehub/extensions/labextension. That output is committed (~35 KB), so
 # `pip install` needs no node: run this after changing labextension/ and commit the result.
 LABEXT_SRC := labextension
 LABEXT_STAMP := $(LABEXT_SRC)/node_modules/.installed
@@ -163,7 +163,7 @@ labextension: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 labextension: venv $(LABEXT_STAMP)
 	cd $(LABEXT_SRC) && npm test
 	cd $(LABEXT_SRC) && npm run build
-	@du -sh --apparent-size extensions/labextension
+	@du -sh --apparent-size slicehub/extensions/labextension
 
 # Its TypeScript unit tests (node's test runner), which `make test` runs too.
 .PHONY: labextension-test

@@ -4,8 +4,9 @@ What it measures. One seeded request trace (a discrete-event simulation of one w
 centre: classroom bursts of 1g.10gb slices, Poisson research requests for MIG slices and whole
 GPUs, CPU-only sessions) is replayed on three admission policies over the same fleet:
 
-1. `spawners.allocator.Allocator` (best fit, fragmentation-aware): what Slicehub serves with;
-2. `spawners.allocator.FirstFitAllocator`: the baseline (first GPU in inventory order, lowest
+1. `slicehub.spawners.local.allocator.Allocator` (best fit, fragmentation-aware): what Slicehub
+serves with; 2. `slicehub.spawners.local.allocator.FirstFitAllocator`: the baseline (first GPU in
+inventory order, lowest
    start), every decision timed;
 3. a *fluid* reference: a request is admitted when the fleet's totals (MIG sevenths, whole GPUs,
    CPUs, memory) still have room for it, as if any request could be split across any GPUs and
@@ -46,11 +47,11 @@ from pathlib import Path
 
 from _common import cpu_model, publish, usable_cores
 
-from spawners.allocator import Allocator, FirstFitAllocator
-from spawners.catalogue import COMPUTE_SLICES, gpu_model, maximal_fits
-from spawners.inventory import MIG_DYNAMIC, MIG_NONE
-from spawners.manager import request_for
-from spawners.site import Site, parse_site
+from slicehub.common.catalogue import COMPUTE_SLICES, gpu_model, maximal_fits
+from slicehub.spawners.local.allocator import Allocator, FirstFitAllocator
+from slicehub.spawners.local.inventory import MIG_DYNAMIC, MIG_NONE
+from slicehub.spawners.local.manager import request_for
+from slicehub.spawners.site import Site, parse_site
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results" / "allocator_scale.md"

@@ -41,7 +41,7 @@ from hubprocess import CONFIGURABLE_HTTP_PROXY, HubProcess  # noqa: E402
 from slurm_spawn import slurm_env  # noqa: E402
 from spawn_latency import p95  # noqa: E402
 
-from spawners import slurm_commands as sc  # noqa: E402
+from slicehub.spawners.slurm import commands as sc  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "classroom_burst.md"
 SLURM_SH = REPO / "scripts" / "slurm.sh"
@@ -64,8 +64,8 @@ def write_config(path: Path, students: list[str]) -> Path:
         "# the course: its students, a class window open now (bench/classroom_burst.py)\n"
         "import os\n"
         "from datetime import timedelta\n"
-        "from quota import clock\n"
-        "from quota.ledger import Ledger, NewMember\n"
+        "from slicehub.common import clock\n"
+        "from slicehub.quota.ledger import Ledger, NewMember\n"
         "_db = os.path.join(os.environ['SLICEHUB_DATA_DIR'], 'ledger.sqlite')\n"
         "_l = Ledger('sqlite:///' + _db)\n"
         "_now = clock.utcnow()\n"
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         leftovers = hub.close()
         if leftovers:
             print(f"the hub left processes behind, killed: {len(leftovers)}", file=sys.stderr)
-    from quota.ledger import Ledger, LedgerReader
+    from slicehub.quota.ledger import Ledger, LedgerReader
 
     ledger = Ledger(f"sqlite:///{args.workdir / 'hub' / 'data' / 'ledger.sqlite'}")
     sessions = LedgerReader(ledger).sessions(None, COURSE)

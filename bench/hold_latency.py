@@ -1,12 +1,11 @@
 """Hold decision latency under 200 simultaneous requests, PostgreSQL first.
 
-What it measures. The shipped path: the quota service's `HoldQueue` (quota/hold_queue.py) on one
-asyncio loop, as the service runs it; 200 tasks call `queue.hold` at the same moment (one
-`asyncio.gather`): a burst of 200 simultaneous hold requests, which the queue decides in
-batches, one transaction each (`Ledger.open_sessions`). --rounds bursts, one after the other,
-each one simulated minute later than the last. Per call: wall time from just before `hold` to
-its return or its `LedgerError` (`time.perf_counter`), split into accepted and refused. Goal:
-p99 < 20 ms.
+What it measures. The shipped path: the quota service's `HoldQueue` (slicehub/quota/hold_queue.py)
+on one asyncio loop, as the service runs it; 200 tasks call `queue.hold` at the same moment (one
+`asyncio.gather`): a burst of 200 simultaneous hold requests, which the queue decides in batches,
+one transaction each (`Ledger.open_sessions`). --rounds bursts, one after the other, each one
+simulated minute later than the last. Per call: wall time from just before `hold` to its return or
+its `LedgerError` (`time.perf_counter`), split into accepted and refused. Goal: p99 < 20 ms.
 
 The baseline, in the same run: the previous shipped path, one transaction per hold
 (`Ledger.open_session`) from 200 OS threads released together by a barrier (each waits for the
@@ -50,13 +49,13 @@ from pathlib import Path
 
 from sqlalchemy import event, func, select
 
-from quota.hold import HoldRequest
-from quota.hold_queue import HoldQueue
-from quota.ledger import Ledger, LedgerError
-from quota.models import Grant, Project
-from quota.models import Session as LedgerSession
-from quota.money import parse_cents
-from quota.service import settle_memory
+from slicehub.common.money import parse_cents
+from slicehub.quota.hold import HoldRequest
+from slicehub.quota.hold_queue import HoldQueue
+from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.models import Grant, Project
+from slicehub.quota.models import Session as LedgerSession
+from slicehub.quota.service import settle_memory
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

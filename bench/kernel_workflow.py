@@ -43,7 +43,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _common import check, cpu_model, memory, publish, usable_cores  # noqa: E402
 
-from spawners.site import load_site  # noqa: E402
+from slicehub.spawners.site import load_site  # noqa: E402
 
 EXAMPLES = sorted((REPO / "examples").glob("[0-9][0-9]-*.ipynb"))
 SITE = REPO / "hub_config" / "demo-site.toml"
@@ -92,7 +92,7 @@ def slice_env(path: str, cores: int, mem_bytes: int, work_bytes: int) -> dict[st
 
 def gpu_present() -> str:
     """The first GPU's name, or "" where CUDA does not answer."""
-    from extensions.gpu import probe
+    from slicehub.extensions.gpu import probe
 
     found = probe()
     return found.devices[0].name if found.devices else ""

@@ -1,7 +1,7 @@
 """One metering tick of the subsidy ledger for 20,000 running sessions, on SQLite and PostgreSQL.
 
-What it measures. `quota.ledger.Ledger.meter(now)` (the shipped code, default engine settings)
-on a ledger with 300 projects and 20,000 active sessions:
+What it measures. `slicehub.quota.ledger.Ledger.meter(now)` (the shipped code, default engine
+settings) on a ledger with 300 projects and 20,000 active sessions:
 
 1. tick 1 at T0 + 60 s: every session's first charge (sessions started T0 .. T0 + 29 s);
 2. tick 2 at T0 + 90 s: every session's second charge;
@@ -10,7 +10,7 @@ on a ledger with 300 projects and 20,000 active sessions:
 Wall time of the `meter` call alone, per tick; median of --runs runs, each on a fresh copy of
 the same ledger. The goal: every shipped tick < 1 s, on each database.
 
-The shipped writes differ by database (`quota.ledger._apply`): on SQLite one executemany
+The shipped writes differ by database (`slicehub.quota.ledger._apply`): on SQLite one executemany
 UPDATE of the sessions, conditional on the `metered_until` each was read with, and one
 executemany INSERT of the charges; on PostgreSQL (`_apply_postgresql`) the update rows go by
 binary COPY into a temporary table joined by one UPDATE, and the charges by binary COPY. One
@@ -31,7 +31,7 @@ Checked after every run, shipped and baseline alike: tick 1 and tick 2 each char
 session, tick 3 wrote nothing; each session's charges sum to its running totals and tile
 [start, T0 + 90 s); subsidy + co-pay = list for every charge; no project's subsidy charged
 exceeds its grants; a sample of sessions against list costs recomputed here from the price
-table with integer arithmetic (independent of `quota.pricing`); on PostgreSQL, the ticks
+table with integer arithmetic (independent of `slicehub.quota.pricing`); on PostgreSQL, the ticks
 updated each session row twice; and every run on every database wrote the same charges (one
 digest).
 
@@ -70,11 +70,11 @@ from _common import check, cpu_model, load_average, memory, publish, usable_core
 from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import make_url
 
-from quota.hold import HoldRequest
-from quota.ledger import Ledger, _apply_executemany
-from quota.models import Charge, Grant, SessionWarning
-from quota.models import Session as LedgerSession
-from quota.pricing import subsidy_of
+from slicehub.quota.hold import HoldRequest
+from slicehub.quota.ledger import Ledger, _apply_executemany
+from slicehub.quota.models import Charge, Grant, SessionWarning
+from slicehub.quota.models import Session as LedgerSession
+from slicehub.quota.pricing import subsidy_of
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -251,7 +251,7 @@ class SqliteDatabase(Database):
     def describe(self, url: str) -> str:
         return (
             f"SQLite {sqlite3.sqlite_version} (a file in a temp dir, WAL, synchronous=FULL "
-            "default, `BEGIN IMMEDIATE` per transaction as quota/ledger_db.py sets)"
+            "default, `BEGIN IMMEDIATE` per transaction as slicehub/quota/ledger_db.py sets)"
         )
 
 
@@ -318,10 +318,10 @@ BASELINE = "baseline: the generic executemany writes"
 
 def executemany_writes_baseline() -> AbstractContextManager:
     """BASELINE, not shipped: while inside, the shipped `Ledger.meter` writes through
-    `quota.ledger._apply_executemany` (what SQLite's ticks send) instead of
+    `slicehub.quota.ledger._apply_executemany` (what SQLite's ticks send) instead of
     `_apply_postgresql` (everything else in the tick, the locks and the rowcount check
     included, is the shipped code)."""
-    return mock.patch("quota.ledger._apply_postgresql", _apply_executemany)
+    return mock.patch("slicehub.quota.ledger._apply_postgresql", _apply_executemany)
 
 
 @dataclass(frozen=True)
@@ -429,7 +429,7 @@ def run_once(url: str, code: Code, plans: list[Plan]) -> RunResult:
 
 def expected_list_cents(slice_type: str, start: datetime, until: datetime) -> int:
     """List cost of [start, until), whole seconds, from this file's price table: the exact
-    sum of price x seconds / 3600, rounded down (independent of quota.pricing)."""
+    sum of price x seconds / 3600, rounded down (independent of slicehub.quota.pricing)."""
     points = [(SETUP_AT, SLICE_TYPES[slice_type][0])]
     points += [(T0 + timedelta(seconds=s), c) for t, s, c in PRICE_CHANGES if t == slice_type]
     numerator = 0  # cents x seconds
@@ -559,10 +559,10 @@ def charges_digest(ledger: Ledger) -> str:
 # -- profile of tick 1 -----------------------------------------------------------------------
 
 PROFILED = (  # (label, file the function is in, function)
-    ("`_next_charge`: every charge computed in Python", "quota/ledger.py", "_next_charge"),
-    ("of which `PriceSchedule.cost` (integer list cost)", "quota/pricing.py", "cost"),
-    ("`_apply`: the writes (sessions' UPDATE, charges)", "quota/ledger.py", "_apply"),
-    ("`_warn_all`: warnings due, read and inserted", "quota/ledger.py", "_warn_all"),
+    ("`_next_charge`: every charge computed in Python", "slicehub/quota/ledger.py", "_next_charge"),
+    ("of which `PriceSchedule.cost` (integer list cost)", "slicehub/quota/pricing.py", "cost"),
+    ("`_apply`: the writes (sessions' UPDATE, charges)", "slicehub/quota/ledger.py", "_apply"),
+    ("`_warn_all`: warnings due, read and inserted", "slicehub/quota/ledger.py", "_warn_all"),
 )
 REST = "the rest: reading the sessions and prices, the overdue query, commit"
 
@@ -651,7 +651,7 @@ def profile_tick(url: str, code: Code) -> Profile:
     finally:
         ledger.dispose()
     stats = pstats.Stats(prof).stats
-    total = _cumulative(stats, "quota/ledger.py", "meter")
+    total = _cumulative(stats, "slicehub/quota/ledger.py", "meter")
     parts = [(label, _cumulative(stats, file, name)) for label, file, name in PROFILED]
     outside = total - sum(s for label, s in parts if not label.startswith("of which"))
     return Profile(code.label, total, [*parts, (REST, outside)], dict(statements))
@@ -828,12 +828,13 @@ def report(args, results: list[DatabaseResult], n_plans: int) -> str:
         "settings, an untimed warm-up (sessions table read once, one `meter(T0)` that charges "
         "nothing), then the three ticks, each timed around the `meter()` call alone "
         "(`time.perf_counter`), garbage collector on.",
-        "- Code measured: the shipped `Ledger.meter`, whose writes (`quota.ledger._apply`) are "
+        "- Code measured: the shipped `Ledger.meter`, whose writes "
+        "(`slicehub.quota.ledger._apply`) are "
         "one executemany `UPDATE sessions` (conditional on `metered_until`) and one "
         "executemany `INSERT` of charges on SQLite, and on PostgreSQL binary COPY into a "
         "temporary table joined by one `UPDATE sessions ... FROM`, then binary COPY of the "
         f"charges. And on PostgreSQL only, **{BASELINE}**: the same shipped `meter` with "
-        "`quota.ledger._apply_postgresql` patched, in this bench only, to send SQLite's "
+        "`slicehub.quota.ledger._apply_postgresql` patched, in this bench only, to send SQLite's "
         "writes (the executemany UPDATE with the same conditional bind parameters, then "
         "`insert(Charge.__table__)` executemany). On SQLite the shipped writes are those "
         "writes, so it has no baseline. Shipped and baseline runs alternate, each on its own "
@@ -965,8 +966,9 @@ def notes(results: list[DatabaseResult]) -> list[str]:
         "`ix_charges_project_id`); `project_id` is a copy of the session's, with no foreign "
         "key. One charge row per session per tick: at 20,000 sessions and the default 10 s "
         "interval that is 7.2 million rows an hour. Holds and balances do not read them: they "
-        "read each project's closed totals and its active sessions (`quota.hold.load_states`); "
-        "statements (`quota.statement`) do.",
+        "read each project's closed totals and its active sessions "
+        "(`slicehub.quota.hold.load_states`); "
+        "statements (`slicehub.quota.statement`) do.",
         "- Timings are wall time on a shared machine (load average beside the verdict), with the "
         "PostgreSQL server on the same cores and the garbage collector on; shipped and "
         "baseline runs alternate, so both see the same load.",

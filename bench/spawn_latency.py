@@ -36,7 +36,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from _common import cpu_model, publish  # noqa: E402
 from hubprocess import CONFIGURABLE_HTTP_PROXY, HubProcess, write_stock_config  # noqa: E402
 
-# What A's POST body carries (options of spawners/options.py; alice is in two demo projects).
+# What A's POST body carries (options of slicehub/spawners/options.py; alice is in two demo
+# projects).
 A_OPTIONS = {"project": "demo-lab", "slice_type": "h100.1g.10gb", "duration_hours": 1}
 A_CONFIG = REPO / "hub_config" / "jupyterhub_config.py"
 A_ENV = {"SLICEHUB_SITE": str(REPO / "hub_config" / "demo-site.toml")}

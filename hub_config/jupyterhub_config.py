@@ -22,9 +22,9 @@ import socket
 import sys
 from pathlib import Path
 
-from quota.demo import missing_prices, seed_if_empty
-from quota.ledger import Ledger
-from spawners.cli import check_site_or_exit
+from slicehub.cli import check_site_or_exit
+from slicehub.quota.demo import missing_prices, seed_if_empty
+from slicehub.quota.ledger import Ledger
 
 c = get_config()  # noqa: F821 (provided by JupyterHub)
 
@@ -47,7 +47,7 @@ c.ConfigurableHTTPProxy.command = [str(repo / "node_modules" / ".bin" / "configu
 
 venv_bin = Path(sys.executable).parent
 if site.slurm is not None:
-    from spawners.batch_api import close_batchspawner_api
+    from slicehub.spawners.slurm.batch_api import close_batchspawner_api
 
     # batchspawner's API lets a server's token set any spawner attribute: only the port, here
     close_batchspawner_api()
@@ -69,7 +69,7 @@ if site.run_as == "hub-user" and os.geteuid() == 0:
     c.Spawner.args = ["--allow-root"]
 
 # Demo users: alice and bob (researchers), staff (admin), one shared password.
-c.JupyterHub.authenticator_class = "spawners.demo_auth.DemoAuthenticator"
+c.JupyterHub.authenticator_class = "slicehub.spawners.demo_auth.DemoAuthenticator"
 c.DemoAuthenticator.demo_password = os.environ.get("SLICEHUB_DEMO_PASSWORD", "slicehub-demo")
 c.Authenticator.allowed_users = {"alice", "bob", "staff"}
 c.Authenticator.admin_users = {"staff"}
@@ -111,7 +111,7 @@ c.JupyterHub.services = [
     {
         "name": "quota",
         "url": quota_url,
-        "command": [sys.executable, "-m", "quota.service"],
+        "command": [sys.executable, "-m", "slicehub.quota.service"],
         "environment": {
             "SLICEHUB_LEDGER_URL": ledger_url,
             "SLICEHUB_METER_INTERVAL": os.environ.get("SLICEHUB_METER_INTERVAL", "10"),

@@ -1,14 +1,14 @@
 """A project added to a running demo hub's ledger (`<data>/ledger.sqlite`, seeded by
-quota/demo.py), for tests that need one the demo does not have."""
+slicehub/quota/demo.py), for tests that need one the demo does not have."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from quota.ledger import Ledger
+from slicehub.quota.ledger import Ledger
 
-DEMO_SCHEME = "hk-ai-subsidy"  # quota/demo.py
+DEMO_SCHEME = "hk-ai-subsidy"  # slicehub/quota/demo.py
 
 
 def add_project(

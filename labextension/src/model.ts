@@ -92,7 +92,7 @@ const NOTIFICATION_MAX = 140;
 // ---------------------------------------------------------------------------------------------
 // Money
 
-/** 12345 -> "HK$123.45"; -500 -> "-HK$5.00"; 123456789 -> "HK$1,234,567.89" (as quota.money). */
+/** 12345 -> "HK$123.45"; -500 -> "-HK$5.00"; 123456789 -> "HK$1,234,567.89" (as slicehub.common.money). */
 export function formatMoney(cents: Cents): string {
   if (!Number.isSafeInteger(cents)) {
     throw new TypeError(`money is an integer number of cents, not ${String(cents)}`);

@@ -56,7 +56,7 @@ function status(overrides: Partial<IStatus> = {}): IStatus {
 const ok = (s: IStatus, offsetMs = 0): State => ({ kind: 'ok', status: s, offsetMs });
 
 describe('formatMoney', () => {
-  test('cents to HK$ with two decimals, as quota.money.format_money', () => {
+  test('cents to HK$ with two decimals, as slicehub.common.money.format_money', () => {
     assert.equal(formatMoney(0), 'HK$0.00');
     assert.equal(formatMoney(5), 'HK$0.05');
     assert.equal(formatMoney(12345), 'HK$123.45');

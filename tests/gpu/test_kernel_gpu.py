@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from extensions import gpu, kernel
-from extensions.cluster_plan import GIB
+from slicehub.extensions import gpu, kernel
+from slicehub.extensions.cluster_plan import GIB
 
 pytestmark = pytest.mark.gpu
 

@@ -1,4 +1,5 @@
-"""NVML discovery on a real NVIDIA GPU: what `spawners.nvml.discover` finds must be consistent.
+"""NVML discovery on a real NVIDIA GPU: what `slicehub.spawners.local.nvml.discover` finds must be
+consistent.
 
 Skipped (with the reason) where NVML cannot be initialised, i.e. on machines without a GPU.
 Read-only like discovery itself: nothing here changes MIG mode, instances or clocks.
@@ -12,7 +13,8 @@ import logging
 import pynvml
 import pytest
 
-from spawners import catalogue, inventory, nvml
+from slicehub.common import catalogue
+from slicehub.spawners.local import inventory, nvml
 
 pytestmark = pytest.mark.gpu
 
@@ -30,7 +32,7 @@ def gpu_count() -> int:
 
 
 def test_discover_real_gpus(gpu_count, caplog):
-    caplog.set_level(logging.WARNING, logger="spawners.nvml")
+    caplog.set_level(logging.WARNING, logger="slicehub.spawners.local.nvml")
     node = nvml.discover("this-node")
 
     assert node is not None and not node.declared

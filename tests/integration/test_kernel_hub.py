@@ -127,7 +127,7 @@ def check_the_kernel(hub, s: requests.Session, token: str) -> None:
 
 
 def test_the_status_bar_endpoints_read_and_extend_the_session(quota_hub):
-    """extensions.server inside a real server: the session's time and money from the quota
+    """slicehub.extensions.server inside a real server: the session's time and money from the quota
     service with the server's own token; Extend moves the end, or says why not."""
     hub, _data = quota_hub
     r = hub.start_server("bob", {"slice_type": "h100.1g.10gb", "duration_hours": 1})

@@ -1,9 +1,9 @@
 """kill -9 during metering, in a bounded loop of trials: after a restart no charge is lost,
 none is doubled and no hold leaks.
 
-A real metering process (`quota.service`'s Meter, on the ledger database) is killed with SIGKILL
-at a random moment, possibly mid-transaction, then started again; two metering processes also
-run at once for a while (as after a hub killed with -9 leaves its service behind). At the end
+A real metering process (`slicehub.quota.service`'s Meter, on the ledger database) is killed with
+SIGKILL at a random moment, possibly mid-transaction, then started again; two metering processes
+also run at once for a while (as after a hub killed with -9 leaves its service behind). At the end
 every session is released and the ledger is checked: charges tile each session without gap or
 overlap and add up to the running-total rule, and nothing is left held.
 """
@@ -19,9 +19,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from quota import clock
-from quota.ledger import Ledger
-from quota.models import Session as LedgerSession
+from slicehub.common import clock
+from slicehub.quota.ledger import Ledger
+from slicehub.quota.models import Session as LedgerSession
 from tests.unit.test_ledger_properties import check_ledger
 
 pytestmark = pytest.mark.integration
@@ -29,8 +29,8 @@ pytestmark = pytest.mark.integration
 WORKER = textwrap.dedent(
     """
     import asyncio, sys
-    from quota.ledger import Ledger
-    from quota.service import Meter
+    from slicehub.quota.ledger import Ledger
+    from slicehub.quota.service import Meter
 
     ledger = Ledger(sys.argv[1])
     asyncio.run(Meter(ledger, None, 0.02).run())

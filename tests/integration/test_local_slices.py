@@ -22,11 +22,11 @@ import psutil
 import pytest
 import requests
 
-from quota import clock
-from quota.demo import seed_if_empty
-from quota.ledger import Ledger
-from spawners.manager import SliceManager
-from spawners.site import load_site
+from slicehub.common import clock
+from slicehub.quota.demo import seed_if_empty
+from slicehub.quota.ledger import Ledger
+from slicehub.spawners.local.manager import SliceManager
+from slicehub.spawners.site import load_site
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +42,8 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
         "c.Authenticator.allowed_users = {'alice', 'bob', 'carol', 'staff'}\n"
         # carol joins the demo's seeded project (the ledger lives in SLICEHUB_DATA_DIR)
         "import os\n"
-        "from quota import clock\n"
-        "from quota.ledger import Ledger, LedgerError\n"
+        "from slicehub.common import clock\n"
+        "from slicehub.quota.ledger import Ledger, LedgerError\n"
         "_db = os.path.join(os.environ['SLICEHUB_DATA_DIR'], 'ledger.sqlite')\n"
         "_l = Ledger('sqlite:///' + _db)\n"
         "try:\n"

@@ -236,7 +236,7 @@ def test_quota_service_down_refuses_starts_and_spares_running_servers(quota_hub)
     service = next(
         p
         for p in psutil.Process(hub.proc.pid).children(recursive=True)
-        if "quota.service" in " ".join(p.cmdline())
+        if "slicehub.quota.service" in " ".join(p.cmdline())
     )
     os.kill(service.pid, signal.SIGSTOP)
     try:
@@ -274,8 +274,8 @@ def test_a_server_that_dies_is_charged_until_it_died_and_released(quota_hub):
 
 
 def test_kill_9_of_the_service_and_the_hub_loses_and_doubles_nothing(hub_factory, tmp_path):
-    from quota import clock
-    from quota.ledger import Ledger
+    from slicehub.common import clock
+    from slicehub.quota.ledger import Ledger
     from tests.unit.test_ledger_properties import check_ledger
 
     cfg = tmp_path / "config.py"
@@ -292,7 +292,9 @@ def test_kill_9_of_the_service_and_the_hub_loses_and_doubles_nothing(hub_factory
     def service():
         for p in psutil.Process(hub.proc.pid).children(recursive=True):
             try:
-                if p.status() != psutil.STATUS_ZOMBIE and "quota.service" in " ".join(p.cmdline()):
+                if p.status() != psutil.STATUS_ZOMBIE and "slicehub.quota.service" in " ".join(
+                    p.cmdline()
+                ):
                     return p
             except psutil.Error:
                 continue

@@ -2,8 +2,8 @@
 finds no free slice waits with a Reason, a waiting job can be cancelled, and accounting reports
 the slices a finished job held.
 
-Every command goes through spawners/slurm_commands.py, so these tests also show that its argv
-are accepted and its parsers read what this Slurm prints.
+Every command goes through slicehub/spawners/slurm/commands.py, so these tests also show that its
+argv are accepted and its parsers read what this Slurm prints.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 import slurmcluster
 from slurmcluster import SlurmCluster
 
-from spawners import slurm_commands as sc
+from slicehub.spawners.slurm import commands as sc
 
 pytestmark = pytest.mark.slurm
 

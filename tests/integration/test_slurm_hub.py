@@ -29,11 +29,11 @@ import requests
 import slurmcluster
 from slurmcluster import SlurmCluster
 
-from quota import clock
-from quota.demo import seed_if_empty
-from quota.ledger import Ledger, LedgerReader
-from spawners import slurm_commands as sc
-from spawners.site import load_site
+from slicehub.common import clock
+from slicehub.quota.demo import seed_if_empty
+from slicehub.quota.ledger import Ledger, LedgerReader
+from slicehub.spawners.site import load_site
+from slicehub.spawners.slurm import commands as sc
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -105,8 +105,8 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
         "c.SlurmSliceSpawner.start_timeout = 120\n"
         "c.Authenticator.allowed_users = {'alice', 'bob', 'carol', 'dave', 'staff'}\n"
         "import os\n"
-        "from quota import clock\n"
-        "from quota.ledger import Ledger, LedgerError\n"
+        "from slicehub.common import clock\n"
+        "from slicehub.quota.ledger import Ledger, LedgerError\n"
         "_db = os.path.join(os.environ['SLICEHUB_DATA_DIR'], 'ledger.sqlite')\n"
         "_l = Ledger('sqlite:///' + _db)\n"
         "for _u in ('carol', 'dave'):\n"
@@ -570,7 +570,7 @@ def test_slurm_accounting_and_the_ledger_agree(hub_factory, tmp_path, slurm):
             [
                 sys.executable,
                 "-m",
-                "spawners.cli",
+                "slicehub.cli",
                 "slurm-reconcile",
                 "--ledger",
                 f"sqlite:///{data / 'ledger.sqlite'}",

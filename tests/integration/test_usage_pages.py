@@ -9,7 +9,7 @@ import pytest
 import requests
 from pagehtml import Page, check_accessible
 
-from quota.money import format_money
+from slicehub.common.money import format_money
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ project with a grant. The fixture that builds it is `ledger` in tests/unit/conft
 
 from datetime import UTC, datetime, timedelta
 
-from quota.ledger import Ledger
+from slicehub.quota.ledger import Ledger
 
 T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from spawners import inventory as inv
-from spawners.allocator import AllocationConflict, Allocator, FirstFitAllocator
-from spawners.catalogue import gpu_model, layout_is_valid
-from spawners.manager import request_for
-from spawners.site import parse_site
+from slicehub.common.catalogue import gpu_model, layout_is_valid
+from slicehub.spawners.local import inventory as inv
+from slicehub.spawners.local.allocator import AllocationConflict, Allocator, FirstFitAllocator
+from slicehub.spawners.local.manager import request_for
+from slicehub.spawners.site import parse_site
 
 SITE_RAW = {
     "site": {"name": "prop"},

@@ -2,7 +2,7 @@
 
 import pytest
 
-from spawners.catalogue import (
+from slicehub.common.catalogue import (
     Placement,
     gpu_model,
     layout_is_valid,

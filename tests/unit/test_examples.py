@@ -44,7 +44,8 @@ GPU_SLICE = {
     "SLICEHUB_CPUS": "4",
     "SLICEHUB_MEMORY_BYTES": str(16 * GIB),
 }
-# What the kernel plans for CPU_SLICE (extensions.cluster_plan): one worker with 75% of 1 GiB.
+# What the kernel plans for CPU_SLICE (slicehub.extensions.cluster_plan): one worker with 75% of 1
+# GiB.
 CPU_WORKER_LIMIT = int(0.75 * GIB)
 
 # the notebooks' constants, restated

@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from spawners.catalogue import parse_slice_type
-from spawners.form_offer import hours_affordable, offer
-from spawners.manager import Availability
-from spawners.site import SliceType
-from spawners.slicing import _form_template
+from slicehub.common.catalogue import parse_slice_type
+from slicehub.spawners.form_offer import hours_affordable, offer
+from slicehub.spawners.local.manager import Availability
+from slicehub.spawners.site import SliceType
+from slicehub.spawners.slicing import _form_template
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 

@@ -1,4 +1,5 @@
-"""Holds decided in batches (`quota.hold`, `quota.hold_queue`): the same answers as one at a
+"""Holds decided in batches (`slicehub.quota.hold`, `slicehub.quota.hold_queue`): the same answers
+as one at a
 time, gathered while a batch is decided, and one failing batch refuses nobody by mistake."""
 
 import asyncio
@@ -8,10 +9,10 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
-from quota.hold import HoldRequest
-from quota.hold_queue import HoldQueue
-from quota.ledger import Ledger, LedgerError
-from quota.models import Session as LedgerSession
+from slicehub.quota.hold import HoldRequest
+from slicehub.quota.hold_queue import HoldQueue
+from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.models import Session as LedgerSession
 
 T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)
 H = timedelta(hours=1)

@@ -311,7 +311,7 @@ def test_each_recipe_installs_its_requirements_then_the_package_without_deps(pat
     reqs = SINGLEUSER_REQS if path in RECIPES["singleuser"] else HUB_REQS
     installed_from = _destination_of(recipe, str(reqs.relative_to(REPO)))
     assert re.search(rf"pip install -r {re.escape(installed_from)}(\s|$)", recipe.run)
-    for needed in ("pyproject.toml", "README.md", "extensions", "quota", "spawners"):
+    for needed in ("pyproject.toml", "README.md", "slicehub"):
         _destination_of(recipe, needed)
     assert "pip install --no-deps" in recipe.run
 
@@ -361,14 +361,14 @@ def test_the_kernelspec_starts_the_slice_kernel():
     spec = json.loads((KERNELSPEC / "kernel.json").read_text())
     assert spec["display_name"] == "Python 3 (GPU: CuPy + Dask-CUDA)"
     assert spec["language"] == "python"
-    assert "--ext=extensions.kernel" in spec["argv"]
+    assert "--ext=slicehub.extensions.kernel" in spec["argv"]
     assert "{connection_file}" in spec["argv"]
-    assert find_spec("extensions.kernel") is not None
+    assert find_spec("slicehub.extensions.kernel") is not None
 
 
 @pytest.mark.parametrize("cpu_only", [False, True], ids=["gpu", "cpu"])
 def test_the_apptainer_batch_script_renders_and_parses(cpu_only):
-    from spawners import slurm_job
+    from slicehub.spawners.slurm import job as slurm_job
 
     command = [
         "/opt/slicehub/bin/batchspawner-singleuser",

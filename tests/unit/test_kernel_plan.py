@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from extensions.cluster_plan import (
+from slicehub.extensions.cluster_plan import (
     CONTEXT_RESERVE,
     GIB,
     POOL_GRANULE,
@@ -16,8 +16,8 @@ from extensions.cluster_plan import (
     plan,
     summary,
 )
-from extensions.session import SessionMoney, describe_duration
-from extensions.slice_env import parse, parse_devices
+from slicehub.extensions.session import SessionMoney, describe_duration
+from slicehub.extensions.slice_env import parse, parse_devices
 
 U1 = "11111111-2222-3333-4444-555555555555"
 U2 = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"

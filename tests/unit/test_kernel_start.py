@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from extensions import gpu, kernel
-from extensions.cluster_plan import GIB
+from slicehub.extensions import gpu, kernel
+from slicehub.extensions.cluster_plan import GIB
 
 NO_DRIVER = not any(Path(p).exists() for p in ("/dev/nvidiactl", "/proc/driver/nvidia"))
 

@@ -1,4 +1,5 @@
-"""The prebuilt JupyterLab extension @slicehub/status, as committed in extensions/labextension.
+"""The prebuilt JupyterLab extension @slicehub/status, as committed in
+slicehub/extensions/labextension.
 
 `make labextension` builds it from labextension/ (TypeScript; its pure module has its own tests
 under node's test runner, run by that target). These tests need no node: they check that the
@@ -20,7 +21,7 @@ from jupyter_core.paths import jupyter_path
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = ROOT / "labextension"
-BUILT = ROOT / "extensions" / "labextension"
+BUILT = ROOT / "slicehub" / "extensions" / "labextension"
 NAME = "@slicehub/status"
 
 
@@ -42,7 +43,7 @@ def test_built_package_names_the_extension(built_package, source_package):
     assert built_package["name"] == NAME
     assert built_package["name"] == source_package["name"]
     assert built_package["version"] == source_package["version"]
-    assert source_package["jupyterlab"]["outputDir"] == "../extensions/labextension"
+    assert source_package["jupyterlab"]["outputDir"] == "../slicehub/extensions/labextension"
 
 
 def test_built_package_is_the_source_package_plus_build_metadata(built_package, source_package):

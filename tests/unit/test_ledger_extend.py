@@ -6,10 +6,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from quota.hold import HoldRequest
-from quota.ledger import LedgerError
-from quota.models import AuditEntry, SessionWarning
-from quota.models import Session as LedgerSession
+from slicehub.quota.hold import HoldRequest
+from slicehub.quota.ledger import LedgerError
+from slicehub.quota.models import AuditEntry, SessionWarning
+from slicehub.quota.models import Session as LedgerSession
 from tests.unit.rules_ledger import T0, H, project
 
 PRICE = 10_00  # h100.1g.10gb in the rules' ledger: HK$10.00 an hour; the scheme pays 70%

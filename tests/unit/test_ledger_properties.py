@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import func, select
 
-from quota.hold import HoldRequest
-from quota.ledger import Ledger, LedgerError
-from quota.models import Charge, Grant, Project
-from quota.models import Session as LedgerSession
-from quota.pricing import PricePoint, PriceSchedule, subsidy_of
+from slicehub.quota.hold import HoldRequest
+from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.models import Charge, Grant, Project
+from slicehub.quota.models import Session as LedgerSession
+from slicehub.quota.pricing import PricePoint, PriceSchedule, subsidy_of
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 TYPES = {"h100.1g.10gb": 550, "h100.3g.40gb": 1650, "cpu": 80}
@@ -136,7 +136,7 @@ def _outcome(o):
 
 
 def _schedule(db, s):
-    from quota.models import Price
+    from slicehub.quota.models import Price
 
     rows = db.scalars(
         select(Price).where(Price.slice_type == s.slice_type, Price.id <= s.prices_known)

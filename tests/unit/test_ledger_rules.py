@@ -5,9 +5,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from quota.hold import HoldRequest
-from quota.ledger import LedgerError
-from quota.pricing import PricePoint, PriceSchedule, split_increment, subsidy_of
+from slicehub.quota.hold import HoldRequest
+from slicehub.quota.ledger import LedgerError
+from slicehub.quota.pricing import PricePoint, PriceSchedule, split_increment, subsidy_of
 from tests.unit.rules_ledger import T0, H, project
 
 

@@ -1,6 +1,6 @@
 """CPU pinning decisions for local servers."""
 
-from spawners.limits import pin_cpus
+from slicehub.spawners.local.limits import pin_cpus
 
 
 def test_declared_ids_that_exist_are_used_as_they_are():

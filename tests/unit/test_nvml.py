@@ -1,7 +1,9 @@
-"""NVML discovery (spawners.nvml) on recorded/transcribed NVML answers, through a fake NVML.
+"""NVML discovery (slicehub.spawners.local.nvml) on recorded/transcribed NVML answers, through a
+fake NVML.
 
-The fixtures in tests/fixtures/nvml are snapshots in the format `spawners.nvml.record` writes;
-FakeNvml answers pynvml's calls from one, so discover() runs its real NVML code path here.
+The fixtures in tests/fixtures/nvml are snapshots in the format
+`slicehub.spawners.local.nvml.record` writes; FakeNvml answers pynvml's calls from one, so
+discover() runs its real NVML code path here.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spawners import catalogue, inventory
-from spawners import nvml as nvml_mod
-from spawners.catalogue import Placement
-from spawners.inventory import MIG_NONE, MIG_STATIC, MigInstance
+from slicehub.common import catalogue
+from slicehub.common.catalogue import Placement
+from slicehub.spawners.local import inventory
+from slicehub.spawners.local import nvml as nvml_mod
+from slicehub.spawners.local.inventory import MIG_NONE, MIG_STATIC, MigInstance
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "nvml"
 MIB = 1024**2
@@ -65,11 +68,11 @@ def _invalid():
 class FakeNvml:
     """A fake pynvml module that replays one snapshot (tests/fixtures/nvml/*.json).
 
-    It implements only the read-only calls spawners.nvml makes, raises pynvml's real exception
-    classes (NVMLError_NotFound for an empty MIG slot, NVMLError_NotSupported for a profile the
-    GPU lacks, NVMLError_FunctionNotFound for the v2 profile query on an old driver), refuses
-    handles of the wrong kind and calls before nvmlInit, and records every call. Anything else
-    (nvmlDeviceSetMigMode, nvmlDeviceCreateGpuInstance, clocks...) is an AttributeError.
+    It implements only the read-only calls slicehub.spawners.local.nvml makes, raises pynvml's real
+    exception classes (NVMLError_NotFound for an empty MIG slot, NVMLError_NotSupported for a
+    profile the GPU lacks, NVMLError_FunctionNotFound for the v2 profile query on an old driver),
+    refuses handles of the wrong kind and calls before nvmlInit, and records every call. Anything
+    else (nvmlDeviceSetMigMode, nvmlDeviceCreateGpuInstance, clocks...) is an AttributeError.
     `bytes_strings` answers names and UUIDs as bytes, as pynvml releases before 11.5 did.
     """
 
@@ -308,7 +311,7 @@ def test_unknown_model_is_left_out_with_a_warning(replay, caplog):
 
 
 def test_library_missing_gives_none(replay, caplog):
-    caplog.set_level(logging.INFO, logger="spawners.nvml")
+    caplog.set_level(logging.INFO, logger="slicehub.spawners.local.nvml")
     node, fake = replay(load("no-library"))
 
     assert node is None
@@ -524,7 +527,9 @@ def test_record_round_trips_through_the_fake(name, host, tmp_path):
     nvml_mod.record(out, nvml=FakeNvml(fixture))
 
     recorded = json.loads(out.read_text())
-    assert recorded["note"].startswith("Recorded by `python -m spawners.nvml record`")
+    assert recorded["note"].startswith(
+        "Recorded by `python -m slicehub.spawners.local.nvml record`"
+    )
     assert {k: v for k, v in recorded.items() if k != "note"} == {
         k: v for k, v in fixture.items() if k != "note"
     }

@@ -5,8 +5,8 @@ import math
 
 import pytest
 
-from spawners.options import OptionsError, options_from_form, validate_options
-from spawners.site import parse_site
+from slicehub.spawners.options import OptionsError, options_from_form, validate_options
+from slicehub.spawners.site import parse_site
 
 from .test_site import GOOD
 

@@ -9,10 +9,10 @@ import pytest
 from markupsafe import Markup
 from pagehtml import Page, check_accessible
 
-from quota import pages
-from quota.hold import HoldRequest
-from quota.ledger import Ledger, LedgerReader
-from quota.statement import CENTRE_TZ, Amounts, monthly_statement
+from slicehub.quota import pages
+from slicehub.quota.hold import HoldRequest
+from slicehub.quota.ledger import Ledger, LedgerReader
+from slicehub.quota.statement import CENTRE_TZ, Amounts, monthly_statement
 
 HKT = CENTRE_TZ
 SETUP = datetime(2026, 10, 1, tzinfo=HKT)

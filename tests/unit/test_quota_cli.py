@@ -18,12 +18,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import MetaData, create_engine, select
 
-from quota import cli as quota_cli
-from quota import clock
-from quota.ledger import Ledger, LedgerError
-from quota.models import AuditEntry, ClassWindow, Grant, Member, Price, Project, Scheme
-from quota.statement import CENTRE_TZ
-from spawners.cli import main
+from slicehub.cli import main
+from slicehub.common import clock
+from slicehub.quota import cli as quota_cli
+from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.models import AuditEntry, ClassWindow, Grant, Member, Price, Project, Scheme
+from slicehub.quota.statement import CENTRE_TZ
 
 NOW = datetime(2026, 10, 15, 2, 0, tzinfo=UTC)  # 10:00 HKT; the clock the CLI reads
 HKT = CENTRE_TZ

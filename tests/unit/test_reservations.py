@@ -8,11 +8,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from quota import clock
-from spawners.allocator import AllocationConflict, Allocator
-from spawners.manager import NoSliceFree, SliceManager, request_for
-from spawners.reservations import ReservationStore
-from spawners.site import parse_site
+from slicehub.common import clock
+from slicehub.spawners.local.allocator import AllocationConflict, Allocator
+from slicehub.spawners.local.manager import NoSliceFree, SliceManager, request_for
+from slicehub.spawners.local.reservations import ReservationStore
+from slicehub.spawners.site import parse_site
 
 from .test_allocator_properties import SITE_RAW, check_invariants
 

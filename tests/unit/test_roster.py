@@ -2,7 +2,7 @@
 
 import pytest
 
-from quota.roster import MAX_BYTES, MAX_STUDENTS, RosterError, parse_roster, read_roster
+from slicehub.quota.roster import MAX_BYTES, MAX_STUDENTS, RosterError, parse_roster, read_roster
 
 
 def roster(text: str | bytes):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from spawners import inventory as inv
-from spawners.site import SiteError, load_site, parse_site
+from slicehub.spawners.local import inventory as inv
+from slicehub.spawners.site import SiteError, load_site, parse_site
 
 REPO = Path(__file__).resolve().parents[2]
 

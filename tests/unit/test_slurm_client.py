@@ -1,5 +1,5 @@
-"""spawners/slurm_client.py: what a squeue answer means for a server, and one squeue shared by
-every spawner that asks at the same moment (checked with a fake squeue, named as one)."""
+"""slicehub/spawners/slurm/client.py: what a squeue answer means for a server, and one squeue shared
+by every spawner that asks at the same moment (checked with a fake squeue, named as one)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from spawners import slurm_commands as sc
-from spawners.batch_api import ROUTE, PortReportHandler, batchspawner_api_closed
-from spawners.batch_api import close_batchspawner_api as close
-from spawners.slurm_client import CommandResult, SlurmClient, Snapshot, job_state
+from slicehub.spawners.slurm import commands as sc
+from slicehub.spawners.slurm.batch_api import ROUTE, PortReportHandler, batchspawner_api_closed
+from slicehub.spawners.slurm.batch_api import close_batchspawner_api as close
+from slicehub.spawners.slurm.client import CommandResult, SlurmClient, Snapshot, job_state
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
 

@@ -1,4 +1,4 @@
-"""spawners/slurm_commands.py: argv that no value can turn into something else, and parsers
+"""slicehub/spawners/slurm/commands.py: argv that no value can turn into something else, and parsers
 checked on output recorded from a real Slurm (tests/fixtures/slurm/README.md says how)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spawners import slurm_commands as sc
+from slicehub.spawners.slurm import commands as sc
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
 

@@ -1,5 +1,5 @@
-"""spawners/slurm_job.py: the job a validated request becomes, and a batch script that no value
-can break out of."""
+"""slicehub/spawners/slurm/job.py: the job a validated request becomes, and a batch script that no
+value can break out of."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import jinja2
 import pytest
 from batchspawner import SlurmSpawner
 
-from spawners import slurm_job as sj
-from spawners.options import OptionsError, validate_options
+from slicehub.spawners.options import OptionsError, validate_options
+from slicehub.spawners.slurm import job as sj
 
 from .test_slurm_site import site_with
 

@@ -1,4 +1,5 @@
-"""spawners/slurm_offer.py and the node view of sinfo: the form's counts come from what Slurm has
+"""slicehub/spawners/slurm/offer.py and the node view of sinfo: the form's counts come from what
+Slurm has
 free, and a site the cluster contradicts is refused with the key and the fix."""
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from spawners import slurm_commands as sc
-from spawners.site import load_site
-from spawners.slurm_offer import availability, contradictions
+from slicehub.spawners.site import load_site
+from slicehub.spawners.slurm import commands as sc
+from slicehub.spawners.slurm.offer import availability, contradictions
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "slurm"

@@ -1,11 +1,12 @@
-"""spawners/slurm_reconcile.py: per job, Slurm's elapsed time against the ledger's charged time."""
+"""slicehub/spawners/slurm/reconcile.py: per job, Slurm's elapsed time against the ledger's charged
+time."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from spawners import slurm_commands as sc
-from spawners.slurm_reconcile import LedgerSession, compare, report
+from slicehub.spawners.slurm import commands as sc
+from slicehub.spawners.slurm.reconcile import LedgerSession, compare, report
 
 from .test_slurm_site import site_with
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spawners.site import SiteError, SlurmSliceType, load_site, parse_site
+from slicehub.spawners.site import SiteError, SlurmSliceType, load_site, parse_site
 
 REPO = Path(__file__).resolve().parents[2]
 

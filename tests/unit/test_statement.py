@@ -14,10 +14,10 @@ from html.parser import HTMLParser
 import pytest
 from sqlalchemy import func, select
 
-from quota.ledger import Ledger, LedgerError
-from quota.models import Charge, Project
-from quota.models import Session as LedgerSession
-from quota.statement import (
+from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.models import Charge, Project
+from slicehub.quota.models import Session as LedgerSession
+from slicehub.quota.statement import (
     CENTRE_TZ,
     Amounts,
     DaySpend,

@@ -1,0 +1,207 @@
+"""The `slicehub` command: run the demo hub, check a site file, show the slices.
+
+    slicehub demo [--config FILE]        start the hub on the embedded default (127.0.0.1:8000)
+    slicehub check-site FILE             check a site file; say what it offers
+    slicehub slices [--site F] [--db U]  the inventory and who holds what
+    slicehub slurm-reconcile [--since D]  Slurm's accounting (sacct) against the ledger, per job
+    slicehub admin|statement|report …    the subsidy ledger (slicehub.quota.cli)
+
+Errors in what the operator typed or wrote go to stderr as one sentence, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from slicehub.common.money import format_money
+from slicehub.quota.cli import add_commands as add_ledger_commands
+from slicehub.spawners.site import Site, SiteError, load_site
+from slicehub.spawners.slurm.reconcile import DEFAULT_TOLERANCE_S
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO / "hub_config" / "jupyterhub_config.py"
+DEFAULT_SITE = REPO / "hub_config" / "demo-site.toml"
+
+
+def check_site_or_exit(path: Path | str) -> Site:
+    """Load a site file for the hub's config; on a problem, say it and stop the hub."""
+    try:
+        site = load_site(path)
+        if site.slurm is not None:
+            # Slurm: the partitions and GRES types must exist on the cluster
+            from slicehub.spawners.slurm.offer import check_cluster
+
+            check_cluster(site)
+            return site
+        # NVML or declared: make sure the inventory the hub will use can be built now
+        from slicehub.spawners.local.manager import resolve_inventory
+
+        resolve_inventory(site)
+        return site
+    except SiteError as e:
+        print(f"Slicehub cannot start: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _demo(args) -> int:
+    password = os.environ.get("SLICEHUB_DEMO_PASSWORD", "slicehub-demo")
+    site = check_site_or_exit(os.environ.get("SLICEHUB_SITE", DEFAULT_SITE))
+    print(
+        "\nSlicehub demo: http://127.0.0.1:8000\n"
+        f"  users:    alice, bob (researchers), staff (admin)\n"
+        f"  password: {password}\n"
+        f"  site:     {site.path} ({len(site.slice_types)} slice types)\n"
+        "  stop with Ctrl-C\n",
+        flush=True,
+    )
+    jupyterhub = Path(sys.executable).parent / "jupyterhub"
+    os.execv(str(jupyterhub), [str(jupyterhub), "-f", str(args.config)])
+    return 0  # not reached
+
+
+def _check_site(args) -> int:
+    from slicehub.spawners.local.allocator import Allocator
+    from slicehub.spawners.local.manager import request_for, resolve_inventory
+
+    site = check_site_or_exit(args.file)
+    if site.slurm is not None:
+        return _check_slurm_site(site)
+    inventory = resolve_inventory(site)
+    allocator = Allocator(inventory)
+    kind = "declared in the site file" if inventory.declared else "discovered through NVML"
+    print(f"{site.path}: OK. {len(inventory.nodes)} node(s), {len(inventory.gpus)} GPU(s), {kind}.")
+    print(f"{'slice type':<16} {'CPUs':>5} {'memory':>9} {'price/h':>11} {'capacity':>9}")
+    for st in site.slice_types.values():
+        cap = allocator.capacity(request_for(st))
+        gib = st.memory_bytes / 1024**3
+        price = format_money(st.price_cents, site.currency)
+        print(f"{st.name:<16} {st.cpus:>5} {gib:>7.0f}Gi {price:>11} {cap:>9}")
+    return 0
+
+
+def _check_slurm_site(site: Site) -> int:
+    from slicehub.spawners.slurm.offer import availability, check_cluster
+
+    nodes = check_cluster(site)
+    state = "Slurm did not answer" if nodes is None else f"{len(nodes)} Slurm node(s)"
+    print(f"{site.path}: OK. Servers run as Slurm jobs; {state}.")
+    free = {av.slice_type.name: av for av in availability(site, nodes)} if nodes else {}
+    print(
+        f"{'slice type':<16} {'partition':<10} {'GRES':<16} {'account map':<12} {'free/total':>10}"
+    )
+    accounts = f"{len(site.slurm.accounts)} project(s)"
+    for name, where in site.slurm.slice_types.items():
+        gres = f"gpu:{where.gres_type}:{where.gres_count}" if where.gres_type else "-"
+        av = free.get(name)
+        counts = f"{av.free}/{av.capacity}" if av else "?"
+        print(f"{name:<16} {where.partition:<10} {gres:<16} {accounts:<12} {counts:>10}")
+    return 0
+
+
+def _slices(args) -> int:
+    from slicehub.spawners.local.manager import SliceManager
+
+    manager = SliceManager(check_site_or_exit(args.site), args.db)
+    try:
+        for av in manager.availability():
+            print(f"{av.slice_type.name:<16} {av.free:>4} free of {av.capacity}")
+        rows = manager.store.all()
+        print(f"\n{len(rows)} reservation(s)")
+        for r in rows:
+            a = r.assignment
+            tag = " (declared)" if a.declared and a.devices else ""
+            print(f"  {r.holder:<24} {a.slice_type:<14} {a.node} {','.join(a.devices)}{tag}")
+    finally:
+        manager.close()
+    return 0
+
+
+def _slurm_reconcile(args) -> int:
+    import subprocess
+    from datetime import UTC, datetime, timedelta
+
+    from slicehub.spawners.slurm import commands as sc
+    from slicehub.spawners.slurm import reconcile as rec
+
+    site = load_site(args.site) if args.site else None
+    sacct = site.slurm.command("sacct") if site and site.slurm else "sacct"
+    since = args.since or datetime.now(UTC) - timedelta(days=7)
+    if since.tzinfo is None:
+        since = since.astimezone()  # as typed: this host's local time, like Slurm's
+    argv = sc.sacct_argv(since=since.astimezone().replace(tzinfo=None), executable=sacct)
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"slicehub: sacct did not answer: {e}", file=sys.stderr)
+        return 2
+    if done.returncode != 0:
+        print(
+            f"slicehub: sacct failed ({done.stderr.strip()[:300]}). The reconcile needs Slurm "
+            "accounting (slurmdbd).",
+            file=sys.stderr,
+        )
+        return 2
+    jobs = sc.parse_sacct(done.stdout)
+    ids = [named[0] for j in jobs if (named := rec.session_of_job(j.name)) is not None]
+    sessions = rec.read_sessions(args.ledger, ids, since.astimezone(UTC))
+    rows = rec.compare(jobs, sessions, args.tolerance, site)
+    print(rec.report(rows, args.tolerance))
+    return 1 if any(r.problem for r in rows) else 0
+
+
+def _since(text: str):
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a date (2026-11-01 or 2026-11-01T08:00)"
+        ) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="slicehub", description="Slicehub: GPU slices for JupyterHub"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="run the hub on the embedded default at 127.0.0.1:8000")
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.set_defaults(run=_demo)
+    p = sub.add_parser("check-site", help="check a site file and show what it offers")
+    p.add_argument("file", type=Path)
+    p.set_defaults(run=_check_site)
+    p = sub.add_parser("slices", help="show free slices and who holds what")
+    p.add_argument("--site", type=Path, default=Path(os.environ.get("SLICEHUB_SITE", DEFAULT_SITE)))
+    p.add_argument("--db", default=f"sqlite:///{REPO / '.data' / 'slicehub.sqlite'}")
+    p.set_defaults(run=_slices)
+    p = sub.add_parser(
+        "slurm-reconcile",
+        help="compare Slurm's accounting (sacct) with the ledger's charges, per job",
+    )
+    p.add_argument(
+        "--ledger",
+        default=os.environ.get(
+            "SLICEHUB_LEDGER_URL", f"sqlite:///{REPO / '.data' / 'ledger.sqlite'}"
+        ),
+        help="the ledger's database URL (default: $SLICEHUB_LEDGER_URL or .data/ledger.sqlite)",
+    )
+    p.add_argument("--site", type=Path, help="the Slurm site file: also check each job's slices")
+    p.add_argument("--since", type=_since, help="jobs since this date (default: 7 days ago)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=DEFAULT_TOLERANCE_S,
+        help="seconds two sides may differ: the metering tick (default: %(default)s)",
+    )
+    p.set_defaults(run=_slurm_reconcile)
+    add_ledger_commands(sub)  # admin, statement, report
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

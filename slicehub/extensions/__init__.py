@@ -1,0 +1,15 @@
+"""Slicehub's notebook-side extensions.
+
+- `slicehub.extensions.kernel`: the IPython extension of the "Python 3 (GPU: CuPy + Dask-CUDA)"
+  kernel:
+  a Dask cluster and an array module bound to the slice (docs/kernels.md), built from
+  `slice_env` (what the slice is), `gpu` (what CUDA shows), `cluster_plan` (what to start, how
+  the memory is shared) and `session` (memory, time and money left; `%slicehub`).
+- `slicehub.extensions.server`: the Jupyter server extension behind the JupyterLab status bar
+  (docs/notebook-ui.md).
+
+The single-user side imports only these modules, `slicehub.common.clock`, `slicehub.common.money`,
+`slicehub.common.catalogue` (standard library only) and `slicehub.common.quota_client` (tornado and
+jupyterhub, both in the single-user pins), so the single-user image installs the slicehub
+package without the hub's dependencies.
+"""

@@ -1,0 +1,777 @@
+"""`slicehub admin …`, `slicehub statement`, `slicehub report`: the ledger from a terminal.
+
+Decides how what staff type becomes ledger calls: money, times and rates are parsed and
+checked here, a class roster is read and checked in full, and only then is the ledger opened.
+Every verb that writes does so in one database transaction (see `_one_transaction`), so a
+refused or failed command leaves the ledger as it was. It does not decide who may do what:
+whoever can run this command and reach the database is staff; `--actor` names them in the
+audit log.
+
+Errors are one sentence on stderr and exit status 2. The ledger itself (slicehub.quota.ledger)
+decides every rule about money; this module only refuses what cannot be meant (a negative amount, a
+time without a zone) before the ledger sees it.
+
+`slicehub.cli` (the `slicehub` console script) calls `add_commands` to mount these verbs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import re
+import sys
+import tempfile
+from datetime import date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from slicehub.common import clock
+from slicehub.common.money import format_money, parse_cents
+
+from . import statement
+from .ledger import POLICIES, ROLES, Ledger, LedgerError, NewMember
+from .pricing import BASIS_POINTS
+from .roster import RosterError, normalise_username, read_roster
+from .statement import CENTRE_TZ, hkt, rate_text
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_CENTS = 10**13  # HK$100 billion: the ledger calls anything larger absurd
+MAX_PRICE_CENTS = 100_000_00  # HK$100,000 per slice-hour: far above any list price
+_MONEY_TEXT = re.compile(r"^(HK\$\s*)?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$")
+_SLICE_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
+
+FORMATS = """\
+amounts   Hong Kong dollars, at most two decimals: 50000.00, 50,000.00 or HK$50000.
+times     ISO 8601 with a UTC offset: 2026-11-24T09:00+08:00 (Z for UTC). A time without an
+          offset is refused. A plain date means Hong Kong time (UTC+08:00): as a start
+          (--from, a window's start) midnight at the start of that day; as an end (--until, a
+          window's end) the end of that day, so --from 2026-11-01 --until 2027-10-31 covers
+          both days.
+rates     70% or 0.7.
+database  --db, else $SLICEHUB_LEDGER_URL, else .data/ledger.sqlite (in $SLICEHUB_DATA_DIR or
+          the repository); the schema is brought up to date first.
+errors    one sentence on stderr, exit status 2, nothing written.
+"""
+
+
+class CliError(ValueError):
+    """A command refused before the ledger sees it."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line, like every other error of these commands."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see --help).\n")
+
+
+# -- what people type -----------------------------------------------------------------------
+
+
+def parse_money(text: str, what: str = "amount", limit: int = MAX_CENTS) -> int:
+    """ "50,000.00" -> 5000000 cents; negative, inexact, malformed or absurd -> CliError."""
+    t = text.strip()
+    if t.startswith("-"):
+        raise CliError(f"The {what} {t} is negative; amounts are zero or more.")
+    if not _MONEY_TEXT.match(t):
+        raise CliError(f"The {what} {t!r} is not an amount of HK$; write it like 50000.00.")
+    try:
+        cents = parse_cents(t)
+    except ValueError as e:
+        raise CliError(f"The {what} is wrong: {e}.") from None
+    if cents > limit:
+        raise CliError(
+            f"The {what} of {format_money(cents)} is absurd (more than {format_money(limit)})."
+        )
+    return cents
+
+
+def parse_rate(text: str) -> int:
+    """ "70%" or "0.7" -> 7000 basis points."""
+    t = text.strip()
+    percent = t.endswith("%")
+    try:
+        value = Decimal(t.removesuffix("%").strip())
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise CliError(f"The rate {t!r} is not a rate; write it like 70% or 0.7.")
+    if not percent and value > 1:
+        raise CliError(f"The rate {t!r} is ambiguous; write {t}% or {value / 100}.")
+    bp = value * BASIS_POINTS / (100 if percent else 1)
+    if not 0 <= bp <= BASIS_POINTS:
+        raise CliError(f"The rate {t!r} is outside 0% to 100%.")
+    if bp != bp.to_integral_value():
+        raise CliError(f"The rate {t!r} is finer than 0.01%.")
+    return int(bp)
+
+
+def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time with an offset, or a plain date in Hong Kong time (see FORMATS)."""
+    t = text.strip()
+    if t == "now":
+        return now or clock.utcnow()
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
+        try:
+            d = date.fromisoformat(t)
+        except ValueError:
+            raise CliError(f"{t!r} is not a date.") from None
+        moment = datetime(d.year, d.month, d.day, tzinfo=CENTRE_TZ)
+        moment = moment + timedelta(days=1) if end else moment
+    else:
+        try:
+            moment = datetime.fromisoformat(t)
+        except ValueError:
+            raise CliError(
+                f"{t!r} is not a time; write it like 2026-11-24T09:00+08:00 or 2026-11-24."
+            ) from None
+        if moment.tzinfo is None:
+            raise CliError(f"{t!r} has no UTC offset; write it like {t}+08:00 for Hong Kong.")
+    if not 2000 <= moment.year <= 2100:
+        raise CliError(f"{t!r} is not a year the ledger expects; check the date.")
+    return moment
+
+
+def parse_period(start: str, until: str, what: str) -> tuple[datetime, datetime]:
+    a, b = parse_when(start), parse_when(until, end=True)
+    if b <= a:
+        raise CliError(f"The {what} ends before it starts ({hkt(a)} to {hkt(b)} HKT).")
+    return a, b
+
+
+def parse_window(text: str) -> tuple[datetime, datetime]:
+    """ "2026-11-24T09:00+08:00/2026-11-24T12:00+08:00" -> (start, end)."""
+    parts = text.split("/")
+    if len(parts) != 2:
+        raise CliError(f"The window {text!r} is not START/END, e.g. {_WINDOW_EXAMPLE}.")
+    return parse_period(parts[0], parts[1], f"class window {text!r}")
+
+
+_WINDOW_EXAMPLE = "2026-11-24T09:00+08:00/2026-11-24T12:00+08:00"
+
+
+def parse_types(text: str) -> list[str]:
+    types = [t.strip() for t in text.split(",") if t.strip()]
+    if not types:
+        raise CliError("List the slice types the project may use, or '*' for all.")
+    if "*" in types:
+        if len(types) > 1:
+            raise CliError("Give either '*' (every slice type) or a list of types, not both.")
+        return types
+    for t in types:
+        if not _SLICE_TYPE.match(t):
+            raise CliError(f"{t!r} is not a slice type name, e.g. h100.1g.10gb.")
+    if len(set(types)) != len(types):
+        raise CliError(f"A slice type is listed twice in {text!r}.")
+    return types
+
+
+def parse_text(text: str, what: str, limit: int, empty: bool = False) -> str:
+    t = text.strip()
+    if not t and not empty:
+        raise CliError(f"The {what} is empty.")
+    if len(t) > limit:
+        raise CliError(f"The {what} is longer than {limit} characters.")
+    if any(ord(c) < 32 for c in t):
+        raise CliError(f"The {what} contains control characters.")
+    return t
+
+
+def _arg(convert, *args, **kwargs):
+    """An argparse `type=` from a parser that raises CliError."""
+
+    def typed(text: str):
+        try:
+            return convert(text, *args, **kwargs)
+        except CliError as e:
+            raise argparse.ArgumentTypeError(str(e).rstrip(".")) from None
+
+    typed.__name__ = getattr(convert, "__name__", "value")
+    return typed
+
+
+def parse_month(text: str) -> str:
+    try:
+        starts, _ = statement.month_bounds(text)
+    except LedgerError as e:
+        raise CliError(str(e)) from None
+    return f"{starts:%Y-%m}"
+
+
+def parse_out(text: str) -> Path:
+    out = Path(text)
+    folder = out.resolve().parent
+    if not folder.is_dir():
+        raise CliError(f"Cannot write {out}: the folder {folder} does not exist.")
+    if out.is_dir():
+        raise CliError(f"Cannot write {out}: it is a folder.")
+    return out
+
+
+def default_db_url() -> str:
+    if os.environ.get("SLICEHUB_LEDGER_URL"):
+        return os.environ["SLICEHUB_LEDGER_URL"]
+    data = Path(os.environ.get("SLICEHUB_DATA_DIR", REPO / ".data")).resolve()
+    return f"sqlite:///{data / 'ledger.sqlite'}"
+
+
+def default_actor() -> str:
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return f"uid-{os.getuid()}"
+
+
+# -- the ledger, opened and written in one transaction --------------------------------------
+
+
+def open_ledger(url: str) -> Ledger:
+    try:
+        make_url(url)
+    except ArgumentError:
+        raise CliError(
+            f"--db {url!r} is not a database URL, e.g. sqlite:///ledger.sqlite."
+        ) from None
+    if url == default_db_url() and url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(url)
+    ledger.upgrade()
+    return ledger
+
+
+def _check_priced(ledger: Ledger, types: list[str]) -> None:
+    if types == ["*"]:
+        return
+    priced = statement.priced_slice_types(ledger)
+    missing = [t for t in types if t not in priced]
+    if missing:
+        raise CliError(
+            f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no list price; "
+            "set one first with: slicehub admin price set TYPE --per-hour HK$ --from WHEN."
+        )
+
+
+# -- the verbs ------------------------------------------------------------------------------
+
+
+def _scheme_add(args, ledger: Ledger, now: datetime) -> None:
+    ledger.add_scheme(args.actor, args.name, args.rate, args.fund, now)
+    print(
+        f"Added scheme {args.name}: {rate_text(args.rate)} subsidy, fund {format_money(args.fund)}."
+    )
+
+
+def _check_project(args, now: datetime) -> None:
+    args.period = parse_period(args.valid_from, args.valid_until, "project")
+    if args.credit_limit and args.policy != "full_price":
+        raise CliError("A credit limit applies only with --policy full_price.")
+
+
+def _add_project(args, ledger, now, types, max_sessions, member_cap, is_course=False) -> None:
+    """`project add` and `course add` alike: the slice types must be priced first."""
+    start, until = args.period
+    _check_priced(ledger, types)
+    ledger.add_project(
+        args.actor,
+        args.slug,
+        scheme=args.scheme,
+        name=args.name,
+        organisation=args.org,
+        pi=args.pi,
+        valid_from=start,
+        valid_until=until,
+        allowed_slice_types=types,
+        max_concurrent_sessions=max_sessions,
+        policy=args.policy,
+        credit_limit_cents=args.credit_limit or 0,
+        member_cap_cents=member_cap,
+        is_course=is_course,
+        now=now,
+    )
+
+
+def _project_add(args, ledger: Ledger, now: datetime) -> None:
+    start, until = args.period
+    with ledger.transaction():
+        _add_project(args, ledger, now, args.types, args.max_sessions, args.member_cap)
+    print(
+        f"Added project {args.slug} ({args.name}, {args.org}) under {args.scheme}, "
+        f"valid {hkt(start)} to {hkt(until)} HKT."
+    )
+
+
+def _check_grant(args, now: datetime) -> None:
+    args.period = parse_period(args.valid_from, args.valid_until, "grant")
+
+
+def _grant_add(args, ledger: Ledger, now: datetime) -> None:
+    start, until = args.period
+    ledger.add_grant(args.actor, args.project, args.amount, start, until, now, note=args.note)
+    print(
+        f"Granted {format_money(args.amount)} to {args.project}, {hkt(start)} to {hkt(until)} HKT."
+    )
+
+
+def _member_add(args, ledger: Ledger, now: datetime) -> None:
+    ledger.add_member(
+        args.actor,
+        args.project,
+        args.user,
+        now,
+        role=args.role,
+        cap_cents=args.cap,
+        name=args.name,
+        email=args.email,
+    )
+    cap = f", cap {format_money(args.cap)}" if args.cap is not None else ""
+    print(f"Added {args.user} to {args.project} as {args.role}{cap}.")
+
+
+def _check_price(args, now: datetime) -> None:
+    args.start = parse_when(args.effective_from, now=now)
+
+
+def _price_set(args, ledger: Ledger, now: datetime) -> None:
+    start = args.start
+    ledger.set_price(args.actor, args.slice_type, args.per_hour, start, now)
+    print(
+        f"{args.slice_type} costs {format_money(args.per_hour)} per slice-hour "
+        f"from {hkt(start)} HKT."
+    )
+
+
+def _course_windows(windows, start: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
+    for a, b in windows:
+        if a < start or b > until:
+            raise CliError(
+                f"The class window {hkt(a)} to {hkt(b)} HKT lies outside the course's dates "
+                f"({hkt(start)} to {hkt(until)} HKT)."
+            )
+    return sorted(windows)
+
+
+def _check_course(args, now: datetime) -> None:
+    _check_project(args, now)
+    args.windows = _course_windows(args.window, *args.period)
+    args.students = read_roster(args.roster).students  # all of it, before the ledger opens
+
+
+def _course_add(args, ledger: Ledger, now: datetime) -> None:
+    (start, until), windows, students = args.period, args.windows, args.students
+    sessions = args.max_sessions or len(students)
+    with ledger.transaction():
+        _add_project(
+            args, ledger, now, [args.slice_type], sessions, args.student_cap, is_course=True
+        )
+        if args.grant is not None:
+            ledger.add_grant(args.actor, args.slug, args.grant, start, until, now, note=args.note)
+        for a, b in windows:
+            ledger.add_class_window(args.actor, args.slug, a, b, now)
+        ledger.add_members(args.actor, args.slug, _students(students), now)
+    grant = f", grant {format_money(args.grant)}" if args.grant is not None else ""
+    print(
+        f"Added course {args.slug}: {len(students)} students on {args.slice_type}, "
+        f"cap {format_money(args.student_cap)} each, {len(windows)} class window(s), "
+        f"at most {sessions} sessions at once{grant}."
+    )
+
+
+def _students(students) -> list[NewMember]:
+    return [NewMember(s.username, "student", None, s.name, s.email) for s in students]
+
+
+def _check_roster(args, now: datetime) -> None:
+    args.students = read_roster(args.roster).students
+
+
+def _course_roster(args, ledger: Ledger, now: datetime) -> None:
+    with ledger.transaction():
+        [(project, _scheme)] = statement.project_overview(ledger, args.slug)
+        if not project.is_course:
+            raise CliError(f"{args.slug} is not a course; add members with 'admin member add'.")
+        members = statement.project_members(ledger, args.slug)
+        new = [s for s in args.students if s.username not in members]
+        if new:
+            ledger.add_members(args.actor, args.slug, _students(new), now)
+    skipped = len(args.students) - len(new)
+    students = sum(1 for r in members.values() if r == "student") + len(new)
+    print(
+        f"Added {len(new)} student(s) to {args.slug}"
+        + (f"; {skipped} already member(s), left as they were" if skipped else "")
+        + f". The course has {students} students and allows "
+        f"{project.max_concurrent_sessions} sessions at once."
+    )
+
+
+def _course_window(args, ledger: Ledger, now: datetime) -> None:
+    with ledger.transaction():
+        [(project, _scheme)] = statement.project_overview(ledger, args.slug)
+        if not project.is_course:
+            raise CliError(f"{args.slug} is not a course; class windows are for courses.")
+        windows = _course_windows(args.window, project.valid_from, project.valid_until)
+        for a, b in windows:
+            ledger.add_class_window(args.actor, args.slug, a, b, now)
+    print(f"Added {len(windows)} class window(s) to {args.slug}.")
+
+
+def _projects(args, ledger: Ledger, now: datetime) -> None:
+    rows = statement.project_overview(ledger)
+    if not rows:
+        print("No projects yet.")
+        return
+    print(
+        f"{'project':<24} {'scheme':<16} {'policy':<10} {'valid (HKT)':<23} "
+        f"{'slice types':<28} {'subsidy left':>16}"
+    )
+    for p, scheme in rows:
+        bal = ledger.balance(p.slug, now)
+        types = ",".join(json.loads(p.allowed_slice_types))
+        slug = p.slug + (" (course)" if p.is_course else "")
+        valid = f"{hkt(p.valid_from, '%Y-%m-%d')}..{hkt(p.valid_until, '%Y-%m-%d')}"
+        print(
+            f"{slug:<24} {scheme.name:<16} {p.policy:<10} {valid:<23} "
+            f"{types:<28} {format_money(bal.subsidy_left_cents):>16}"
+        )
+
+
+def _balance(args, ledger: Ledger, now: datetime) -> None:
+    [(p, scheme)] = statement.project_overview(ledger, args.project)
+    usage = statement.member_usage(ledger, args.project, args.member) if args.member else None
+    b = ledger.balance(args.project, now)
+    lines = [
+        ("grants in force", b.grants_cents),
+        ("subsidy charged", b.subsidy_charged_cents),
+        ("subsidy held", b.subsidy_held_cents),
+        ("subsidy left", b.subsidy_left_cents),
+        ("co-pay charged", b.copay_charged_cents),
+    ]
+    if p.policy == "full_price":
+        lines += [("credit limit", b.credit_limit_cents), ("credit left", b.credit_left_cents)]
+    print(
+        f"{p.slug}: {p.name} ({p.organisation}, PI {p.pi}); scheme {scheme.name} at "
+        f"{rate_text(scheme.subsidy_rate_bp)}; policy {p.policy}; as of {hkt(now)} HKT"
+    )
+    for label, cents in lines:
+        print(f"  {label:<18} {format_money(cents):>18}")
+    if usage is not None:
+        cap = format_money(usage.cap_cents) if usage.cap_cents is not None else "no cap"
+        print(
+            f"  {usage.username} ({usage.role}): {format_money(usage.used_cents)} of subsidy "
+            f"used or held; cap {cap}"
+        )
+
+
+def _audit(args, ledger: Ledger, now: datetime) -> None:
+    for e in statement.recent_audit(ledger, args.limit):
+        at = hkt(e.at, "%Y-%m-%d %H:%M:%S")
+        print(f"{at}  {e.actor:<16} {e.action:<16} {e.subject}  {e.detail}")
+
+
+def _write(text: str, out: Path | None) -> None:
+    """To stdout, or to `out` in full or not at all (written beside it, then renamed)."""
+    if out is None:
+        sys.stdout.write(text)
+        return
+    folder = parse_out(str(out)).resolve().parent
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(f"Wrote {out}.", file=sys.stderr)
+
+
+def _check_output(args, now: datetime) -> None:
+    if getattr(args, "month", None) is not None:
+        args.month = parse_month(args.month)
+    if args.out is not None:
+        args.out = parse_out(args.out)
+
+
+def _statement(args, ledger: Ledger, now: datetime) -> None:
+    st = statement.monthly_statement(ledger, args.project, args.month, now)
+    text = statement.statement_html(st) if args.format == "html" else statement.statement_csv(st)
+    _write(text, args.out)
+
+
+def _report_scheme(args, ledger: Ledger, now: datetime) -> None:
+    names = [args.scheme] if args.scheme else statement.scheme_names(ledger)
+    reports = [statement.scheme_report(ledger, n, now) for n in names]
+    if args.format == "html":
+        text = statement.scheme_report_html(reports, now)
+    else:
+        text = statement.scheme_report_csv(reports)
+    _write(text, args.out)
+
+
+def _runner(verb, check=None):
+    """Check everything typed (`check`) first, open the ledger second, then `verb`; every
+    refusal is one line on stderr and status 2."""
+
+    def run(args) -> int:
+        ledger = None
+        now = clock.utcnow()
+        try:
+            if getattr(args, "actor", None) is not None:
+                args.actor = parse_text(args.actor, "actor", 100)
+            if check is not None:
+                check(args, now)
+            ledger = open_ledger(args.db)
+            verb(args, ledger, now)
+            return 0
+        except (CliError, LedgerError, RosterError) as e:
+            print(str(e), file=sys.stderr)
+            return 2
+        except SQLAlchemyError as e:
+            where = make_url(args.db).render_as_string(hide_password=True)
+            reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0]
+            print(f"The ledger database {where} failed: {reason}", file=sys.stderr)
+            return 2
+        finally:
+            if ledger is not None:
+                ledger.dispose()
+
+    return run
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def _common(actor: bool = True) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument(
+        "--db", default=default_db_url(), metavar="URL", help="the ledger database (see below)"
+    )
+    if actor:
+        p.add_argument(
+            "--actor",
+            default=default_actor(),
+            metavar="NAME",
+            help="who is making the change, for the audit log (default: your Unix user)",
+        )
+    return p
+
+
+def _leaf(sub, name: str, verb, help: str, actor=True, check=None) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        name,
+        help=help,
+        description=help[:1].upper() + help[1:] + ".",
+        parents=[_common(actor)],
+        epilog=FORMATS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(run=_runner(verb, check))
+    return p
+
+
+def _group(sub, name: str, help: str):
+    p = sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".")
+    return p.add_subparsers(
+        dest=f"{name}_verb", metavar="VERB", required=True, parser_class=_Parser
+    )
+
+
+def _project_options(p: argparse.ArgumentParser, course: bool) -> None:
+    p.add_argument("--scheme", required=True, help="the subsidy scheme that pays")
+    p.add_argument("--name", required=True, type=_arg(parse_text, "name", 200))
+    p.add_argument("--org", required=True, type=_arg(parse_text, "organisation", 200))
+    p.add_argument("--pi", required=True, type=_arg(parse_text, "PI", 100), help="the PI")
+    p.add_argument("--from", dest="valid_from", required=True, metavar="DATE")
+    p.add_argument("--until", dest="valid_until", required=True, metavar="DATE")
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        required=not course,
+        metavar="N",
+        help="sessions running at once"
+        + (" (default: the number of students in the roster)" if course else ""),
+    )
+    p.add_argument(
+        "--policy",
+        choices=POLICIES,
+        required=not course,
+        default="stop" if course else None,
+        help="when the subsidy is spent: stop new sessions, or go on at full price up to "
+        "--credit-limit" + (" (default: stop)" if course else ""),
+    )
+    p.add_argument(
+        "--credit-limit", type=_arg(parse_money, "credit limit"), metavar="HK$", default=None
+    )
+
+
+def add_commands(sub) -> None:
+    """Mount `admin`, `statement` and `report` on the `slicehub` command's subparsers."""
+    admin = _group(sub, "admin", "manage the subsidy ledger: schemes, projects, grants, prices")
+
+    scheme = _group(admin, "scheme", "subsidy schemes")
+    p = _leaf(scheme, "add", _scheme_add, "add a subsidy scheme")
+    p.add_argument("name", type=_arg(parse_text, "scheme name", 100))
+    p.add_argument("--rate", required=True, type=_arg(parse_rate), help="e.g. 70%% or 0.7")
+    p.add_argument("--fund", required=True, type=money("fund"), metavar="HK$")
+
+    project = _group(admin, "project", "projects")
+    p = _leaf(project, "add", _project_add, "add a project under a scheme", check=_check_project)
+    p.add_argument("slug", help="project id: lowercase letters, digits, '-'")
+    _project_options(p, course=False)
+    p.add_argument(
+        "--types",
+        required=True,
+        type=_arg(parse_types),
+        metavar="T,T|*",
+        help="slice types it may use, comma-separated, or '*' for all",
+    )
+    p.add_argument("--member-cap", type=money("member cap"), metavar="HK$", default=None)
+
+    grant = _group(admin, "grant", "grants")
+    p = _leaf(grant, "add", _grant_add, "grant subsidy to a project", check=_check_grant)
+    p.add_argument("project")
+    p.add_argument("--amount", required=True, type=money("grant"), metavar="HK$")
+    p.add_argument("--from", dest="valid_from", required=True, metavar="DATE")
+    p.add_argument("--until", dest="valid_until", required=True, metavar="DATE")
+    p.add_argument("--note", default="", type=_arg(parse_text, "note", 500, empty=True))
+
+    member = _group(admin, "member", "project members")
+    p = _leaf(member, "add", _member_add, "add a member to a project")
+    p.add_argument("project")
+    p.add_argument("user", type=_arg(_username), help="their hub user name")
+    p.add_argument("--role", choices=ROLES, default="member")
+    p.add_argument(
+        "--cap",
+        type=money("member cap"),
+        metavar="HK$",
+        default=None,
+        help="subsidy this member may draw (default: the project's member cap, if any)",
+    )
+    p.add_argument("--name", default="", help="their full name, for statements")
+    p.add_argument("--email", default="", help="their e-mail address")
+
+    price = _group(admin, "price", "the list price")
+    p = _leaf(
+        price, "set", _price_set, "set a slice type's list price from a date on", check=_check_price
+    )
+    p.add_argument("slice_type", type=_arg(_slice_type))
+    p.add_argument(
+        "--per-hour",
+        required=True,
+        type=money("price", limit=MAX_PRICE_CENTS),
+        metavar="HK$",
+    )
+    p.add_argument(
+        "--from",
+        dest="effective_from",
+        required=True,
+        metavar="WHEN",
+        help="when it takes effect (not in the past; 'now' for now)",
+    )
+
+    course = _group(admin, "course", "courses: a project with a roster")
+    p = _leaf(
+        course,
+        "add",
+        _course_add,
+        "add a course from a roster CSV, all or nothing",
+        check=_check_course,
+    )
+    p.add_argument("slug", help="course id: lowercase letters, digits, '-'")
+    _project_options(p, course=True)
+    p.add_argument("--roster", required=True, type=Path, metavar="CSV", help=_ROSTER_HELP)
+    p.add_argument("--student-cap", required=True, type=money("student cap"), metavar="HK$")
+    p.add_argument("--slice-type", required=True, type=_arg(_slice_type), help="e.g. h100.1g.10gb")
+    p.add_argument(
+        "--window",
+        required=True,
+        action="append",
+        type=_arg(parse_window),
+        metavar="START/END",
+        help=f"a class window (repeat for each), e.g. {_WINDOW_EXAMPLE}",
+    )
+    p.add_argument("--grant", type=money("grant"), metavar="HK$", help="a grant over the dates")
+    p.add_argument("--note", default="", type=_arg(parse_text, "note", 500, empty=True))
+    p = _leaf(
+        course,
+        "roster",
+        _course_roster,
+        "add the students of a roster CSV to a course",
+        check=_check_roster,
+    )
+    p.add_argument("slug")
+    p.add_argument("roster", type=Path, metavar="CSV", help=_ROSTER_HELP)
+    p = _leaf(course, "window", _course_window, "add class windows to a course")
+    p.add_argument("slug")
+    p.add_argument(
+        "--window", required=True, action="append", type=_arg(parse_window), metavar="START/END"
+    )
+
+    _leaf(admin, "projects", _projects, "list projects with their subsidy left", actor=False)
+    p = _leaf(admin, "balance", _balance, "show a project's balance", actor=False)
+    p.add_argument("project")
+    p.add_argument("--member", type=_arg(_username), help="also show this member's use and cap")
+    p = _leaf(admin, "audit", _audit, "show the newest audit log entries", actor=False)
+    p.add_argument("--limit", type=_arg(_limit), default=20, metavar="N", help="default 20")
+
+    p = _leaf(sub, "statement", _statement, "a project's monthly statement", False, _check_output)
+    p.add_argument("--project", required=True)
+    p.add_argument("--month", required=True, metavar="YYYY-MM", help="in Hong Kong time")
+    p.add_argument("--format", choices=("csv", "html"), default="csv")
+    p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+
+    report = _group(sub, "report", "reports for the scheme's committee")
+    p = _leaf(
+        report, "scheme", _report_scheme, "subsidy disbursed per project", False, _check_output
+    )
+    p.add_argument("--scheme", help="one scheme (default: every scheme)")
+    p.add_argument("--format", choices=("csv", "html"), default="csv")
+    p.add_argument("--out", metavar="FILE", help="write here instead of stdout")
+
+
+_ROSTER_HELP = "UTF-8 CSV with a header row: username (required), name, email; one student per row"
+
+
+def money(what: str, limit: int = MAX_CENTS):
+    return _arg(parse_money, what, limit=limit)
+
+
+def _username(text: str) -> str:
+    try:
+        return normalise_username(text)
+    except ValueError as e:
+        raise CliError(str(e)[:1].upper() + str(e)[1:] + ".") from None
+
+
+def _slice_type(text: str) -> str:
+    t = text.strip()
+    if not _SLICE_TYPE.match(t):
+        raise CliError(f"{t!r} is not a slice type name, e.g. h100.1g.10gb.")
+    return t
+
+
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise CliError(f"{text!r} is not a whole number.") from None
+    if not 1 <= n <= 10_000:
+        raise CliError("The limit must be from 1 to 10000.")
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m slicehub.quota.cli …`: the same verbs without the rest of `slicehub`."""
+    parser = _Parser(prog="slicehub", description="Slicehub's subsidy ledger")
+    add_commands(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

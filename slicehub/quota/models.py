@@ -1,0 +1,218 @@
+"""The ledger's tables (SQLAlchemy 2). Schema changes go through Alembic
+(`slicehub/quota/migrations`).
+
+Scheme → Project → Grants, Members, class windows; Prices (effective-dated, per slice type);
+Sessions (one per notebook server start: the hold and its running totals), Charges (append-only,
+one per metered period, unique per session and period start, so a tick applied twice charges
+once), Warnings (unique per session and level), and the audit log.
+
+Money columns are integer cents (BigInteger); rates are basis points; times are UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores UTC, hands back timezone-aware UTC (SQLite forgets the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(
+                "naive datetime given to the ledger; use slicehub.common.clock.utcnow()"
+            )
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Scheme(Base):
+    __tablename__ = "schemes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    subsidy_rate_bp: Mapped[int] = mapped_column(Integer)
+    fund_cents: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Project(Base):
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    organisation: Mapped[str] = mapped_column(String(200))
+    pi: Mapped[str] = mapped_column(String(100))
+    scheme_id: Mapped[int] = mapped_column(ForeignKey("schemes.id"))
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    allowed_slice_types: Mapped[str] = mapped_column(Text)  # JSON list; ["*"] for all
+    max_concurrent_sessions: Mapped[int] = mapped_column(Integer)
+    policy: Mapped[str] = mapped_column(String(16))  # "stop" | "full_price"
+    credit_limit_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    member_cap_cents: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    is_course: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What the project's stopped sessions were charged, added when each one stops: a balance
+    # is these three plus its active sessions, never a sum over the project's whole history.
+    closed_subsidy_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    closed_copay_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    closed_credit_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+
+
+class Grant(Base):
+    __tablename__ = "grants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    valid_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    valid_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Member(Base):
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("project_id", "username"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    username: Mapped[str] = mapped_column(String(100), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # member | pi | instructor | student
+    cap_cents: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    name: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    email: Mapped[str] = mapped_column(String(254), default="", server_default="")
+
+
+class ClassWindow(Base):
+    __tablename__ = "class_windows"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Price(Base):
+    __tablename__ = "prices"
+    __table_args__ = (UniqueConstraint("slice_type", "effective_from"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    slice_type: Mapped[str] = mapped_column(String(64), index=True)
+    cents_per_hour: Mapped[int] = mapped_column(BigInteger)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Session(Base):
+    """One notebook server start: what was held, and what has been charged so far."""
+
+    __tablename__ = "sessions"
+    # one active session per server, enforced by the database as well as by the hold
+    __table_args__ = (
+        Index(
+            "uq_sessions_active_server",
+            "username",
+            "server_name",
+            unique=True,
+            sqlite_where=text("status = 'active'"),
+            postgresql_where=text("status = 'active'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
+    username: Mapped[str] = mapped_column(String(100), index=True)
+    server_name: Mapped[str] = mapped_column(String(255), default="")
+    slice_type: Mapped[str] = mapped_column(String(64))
+    rate_bp: Mapped[int] = mapped_column(Integer)  # the scheme's rate when the hold was made
+    prices_known: Mapped[int] = mapped_column(Integer, default=0)  # newest Price.id at the hold
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    end_at: Mapped[datetime] = mapped_column(UTCDateTime)  # fixed by the hold
+    hold_list_cents: Mapped[int] = mapped_column(BigInteger)
+    hold_subsidy_cents: Mapped[int] = mapped_column(BigInteger)
+    hold_credit_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    metered_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    charged_list_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    charged_subsidy_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # active | stopped
+    # False while the server waits in a batch queue: held, not yet metered (`Ledger.begin`)
+    begun: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    stop_reason: Mapped[str] = mapped_column(String(64), default="")
+    extended: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # times
+
+
+class Charge(Base):
+    """A metered period. `kind` is "charge", or "reversal" for time charged after a server
+    had already stopped (negative amounts; rows are never edited or deleted)."""
+
+    __tablename__ = "charges"
+    __table_args__ = (UniqueConstraint("session_id", "period_start", "kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"))  # unique key leads
+    project_id: Mapped[int] = mapped_column(Integer, index=True)  # the session's, copied
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    list_cents: Mapped[int] = mapped_column(BigInteger)
+    subsidy_cents: Mapped[int] = mapped_column(BigInteger)
+    copay_cents: Mapped[int] = mapped_column(BigInteger)
+    kind: Mapped[str] = mapped_column(String(16), default="charge")
+
+
+class SessionWarning(Base):
+    __tablename__ = "warnings"
+    # once per level and round: an extension starts a new round (Session.extended)
+    __table_args__ = (
+        UniqueConstraint("session_id", "level", "round", name="uq_warnings_session_level_round"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("sessions.id"), index=True)
+    level: Mapped[str] = mapped_column(String(16))  # budget-80 | budget-95 | end-10min
+    round: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    message: Mapped[str] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(200))
+    detail: Mapped[str] = mapped_column(Text)  # JSON

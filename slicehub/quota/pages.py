@@ -1,0 +1,314 @@
+"""The quota service's pages in the hub: "My usage" and, for staff, "Running sessions".
+
+- `GET /services/quota/usage`: for each project the user belongs to, its balance (subsidy left,
+  credit left, spent this month as list cost, subsidy and co-pay), its spend per day over the
+  last 30 days as a chart (the statements' chart) with a table, and the user's own sessions.
+- `GET /services/quota/staff` (`custom:quota:staff`; others get 403 with a sentence): every
+  running session with its burn rate now (list price per hour and the co-pay part of it) and
+  what it has spent, then every project's balance.
+
+Both are HTML for people, behind the hub's OAuth like the API (a browser that is not logged in
+is sent to the hub's login and back). This module only reads the ledger. It decides what the
+pages show and how money and time read: money through `format_money` (HK$, two decimals),
+times as `<time datetime="…">… UTC</time>`, turned into the reader's own time zone by a few
+lines of script on the page (the UTC text stays where scripts do not run). Days are the
+centre's (Hong Kong time), as on the statements. A balance and a burn rate are shown as the
+ledger enforces them now; the 30 days are summed in the database, one query per page.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from markupsafe import Markup
+from sqlalchemy import case, func, select
+from tornado import web
+
+from slicehub.common import clock
+from slicehub.common.money import format_money
+
+from .api import STAFF, QuotaHandler
+from .ledger import Ledger, LedgerReader, session_view
+from .models import Charge, Price, Project, Session
+from .pricing import PriceBook, subsidy_of
+from .statement import CENTRE_TZ, Amounts, DaySpend, _environment, daily_chart, month_bounds
+
+DAYS_CHARTED = 30
+STAFF_ROWS = 1000  # running sessions listed on the staff page; the totals count them all
+
+
+# -- pure helpers -------------------------------------------------------------------------
+
+
+def burn_rate(
+    cents_per_hour: int | None, rate_bp: int, subsidy_room_cents: int, running: bool = True
+) -> Amounts:
+    """What a session costs per hour now: its list price, split into subsidy and co-pay at the
+    scheme's rate. A session whose hold has no subsidy left to draw (policy `full_price`, past
+    the subsidy) pays it all as co-pay; a queued session (not begun) costs nothing yet."""
+    if not running or not cents_per_hour:
+        return Amounts()
+    subsidy = subsidy_of(cents_per_hour, rate_bp) if subsidy_room_cents > 0 else 0
+    return Amounts(cents_per_hour, subsidy, cents_per_hour - subsidy)
+
+
+def chart_days(now: datetime, n: int = DAYS_CHARTED) -> list[date]:
+    """The last `n` days of the centre (Hong Kong time), today last."""
+    today = now.astimezone(CENTRE_TZ).date()
+    return [today - timedelta(days=n - 1 - i) for i in range(n)]
+
+
+def day_end(day: date) -> datetime:
+    """The first instant after `day` (the centre's midnight), as an aware datetime."""
+    return datetime.combine(day + timedelta(days=1), time(), CENTRE_TZ)
+
+
+def session_state(status: str, begun: bool) -> str:
+    """What a session is doing, in words a user reads: running, queued or stopped."""
+    if status == "active":
+        return "running" if begun else "queued"
+    return "stopped"
+
+
+def time_tag(moment: datetime | str | None) -> Markup:
+    """`<time datetime="2026-11-22T02:00:00Z">2026-11-22 02:00 UTC</time>`: UTC text that the
+    page's script shows in the reader's zone. An ISO string (as the API views hold) is read."""
+    if moment is None:
+        return Markup("")
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    utc = moment.astimezone(UTC).replace(microsecond=0)
+    return Markup('<time datetime="{}">{} UTC</time>').format(
+        utc.strftime("%Y-%m-%dT%H:%M:%SZ"), utc.strftime("%Y-%m-%d %H:%M")
+    )
+
+
+def per_hour(cents: int) -> str:
+    return f"{format_money(cents)}/h"
+
+
+def total(amounts) -> Amounts:
+    return sum(amounts, Amounts())
+
+
+# -- queries (read-only) ------------------------------------------------------------------
+
+
+def daily_spend(ledger: Ledger, slugs: list[str], days: list[date]) -> dict[str, list[DaySpend]]:
+    """Spend per centre day of each project in `slugs`, for consecutive `days`, zero where
+    nothing was spent. Each charge counts, whole, on the day of its period's end (as on the
+    statements); the sums are made by the database in one pass over the range."""
+    if not slugs or not days:
+        return {}
+    ends = [day_end(d) for d in days]
+    start = ends[0] - timedelta(days=1)
+    bucket = case(*((Charge.period_end <= e, i) for i, e in enumerate(ends))).label("bucket")
+    inner = (
+        select(Project.slug, bucket, Charge.list_cents, Charge.subsidy_cents, Charge.copay_cents)
+        .join(Project, Project.id == Charge.project_id)
+        .where(Project.slug.in_(slugs), Charge.period_end > start, Charge.period_end <= ends[-1])
+        .subquery()
+    )
+    q = select(
+        inner.c.slug,
+        inner.c.bucket,
+        func.sum(inner.c.list_cents),
+        func.sum(inner.c.subsidy_cents),
+        func.sum(inner.c.copay_cents),
+    ).group_by(inner.c.slug, inner.c.bucket)
+    spent: dict[tuple[str, int], Amounts] = {}
+    with ledger.session() as db:
+        for slug, i, lst, sub, cop in db.execute(q):
+            spent[(slug, i)] = Amounts(int(lst), int(sub), int(cop))
+    return {
+        slug: [DaySpend(d, spent.get((slug, i), Amounts())) for i, d in enumerate(days)]
+        for slug in slugs
+    }
+
+
+@dataclass(frozen=True)
+class ProjectUsage:
+    project: dict  # the API's project view: balances as the ledger enforces them now
+    this_month: Amounts
+    days: list[DaySpend]  # the last DAYS_CHARTED days
+    chart: dict  # slicehub.quota.statement.daily_chart of `days`
+    sessions: list[dict]  # the user's sessions in the project, newest first (API views)
+
+    @property
+    def days_total(self) -> Amounts:
+        return total(d.amounts for d in self.days)
+
+
+def usage(reader: LedgerReader, username: str, now: datetime) -> list[ProjectUsage]:
+    """The "My usage" page of `username`: each of their projects, its balance, this month's
+    and the last 30 days' spend (the project's, all members), and their own sessions."""
+    projects = reader.projects(username, now)
+    days = chart_days(now)
+    month_start = month_bounds(f"{now.astimezone(CENTRE_TZ):%Y-%m}")[0].date()
+    first = min(days[0], month_start)
+    span = [first + timedelta(days=i) for i in range((days[-1] - first).days + 1)]
+    spend = daily_spend(reader.ledger, [p["project"] for p in projects], span)
+    sessions = reader.sessions(username, None)
+    out = []
+    for p in projects:
+        series = spend.get(p["project"], [])
+        charted = [d for d in series if d.day >= days[0]]
+        out.append(
+            ProjectUsage(
+                project=p,
+                this_month=total(d.amounts for d in series if d.day >= month_start),
+                days=charted,
+                chart=daily_chart(charted),
+                sessions=[s for s in sessions if s["project"] == p["project"]],
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class RunningSession:
+    view: dict  # the API's session view
+    state: str
+    burn: Amounts  # per hour, now
+
+    @property
+    def spent(self) -> Amounts:
+        v = self.view
+        return Amounts(
+            v["charged_list_cents"], v["charged_subsidy_cents"], v["charged_copay_cents"]
+        )
+
+
+@dataclass(frozen=True)
+class StaffView:
+    running: list[RunningSession]  # the first STAFF_ROWS, oldest start first
+    count: int  # every running session that matches the filter
+    burn: Amounts  # theirs, per hour
+    spent: Amounts
+    projects: list[dict]  # every project, with its balance
+    slice_types: list[str]  # for the filter
+    filters: dict[str, str]
+
+
+def staff_view(
+    reader: LedgerReader, now: datetime, project: str = "", slice_type: str = "", user: str = ""
+) -> StaffView:
+    """The staff page: running sessions (optionally of one project, slice type or user) with
+    their burn rate now, at the prices each session was held at, and every project's balance."""
+    with reader.ledger.session() as db:
+        q = (
+            select(Session, Project.slug)
+            .join(Project, Project.id == Session.project_id)
+            .where(Session.status == "active")
+        )
+        if project:
+            q = q.where(Project.slug == project)
+        if slice_type:
+            q = q.where(Session.slice_type == slice_type)
+        if user:
+            q = q.where(Session.username == user)
+        rows = db.execute(q.order_by(Session.started_at, Session.id)).all()
+        book = PriceBook(db.scalars(select(Price)).all())
+        slice_types = sorted(db.scalars(select(Price.slice_type).distinct()).all())
+        running = [
+            RunningSession(
+                session_view(s, slug),
+                session_state(s.status, s.begun),
+                burn_rate(
+                    book.schedule(s.slice_type, s.prices_known).price_at(now),
+                    s.rate_bp,
+                    s.hold_subsidy_cents - s.charged_subsidy_cents,
+                    s.begun,
+                ),
+            )
+            for s, slug in rows
+        ]
+    return StaffView(
+        running=running[:STAFF_ROWS],
+        count=len(running),
+        burn=total(r.burn for r in running),
+        spent=total(r.spent for r in running),
+        projects=reader.projects(None, now),
+        slice_types=slice_types,
+        filters={"project": project, "slice_type": slice_type, "user": user},
+    )
+
+
+# -- rendering ----------------------------------------------------------------------------
+
+
+@functools.cache
+def environment():
+    env = _environment()  # the statements' environment: money, hkt and rate filters
+    env.filters["time"] = time_tag
+    env.filters["per_hour"] = per_hour
+    env.globals["state"] = session_state
+    return env
+
+
+def render(template: str, **ns) -> str:
+    return environment().get_template(template).render(**ns)
+
+
+class PageHandler(QuotaHandler):
+    """An HTML page of the service: errors are pages with a sentence too, not JSON."""
+
+    def page(self, template: str, **ns) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")  # balances and names: never cached
+        self.finish(
+            render(
+                template,
+                user=self.current_user["name"],
+                is_staff=self.is_staff(),
+                hub_home=self.hub_auth.hub_prefix + "home",
+                **ns,
+            )
+        )
+
+    def write_error(self, status_code, **kwargs):
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else None
+        if message is None and status_code >= 500:
+            message = "Something went wrong on our side; please try again in a minute."
+        who = getattr(self, "_current_user", None) or {}  # never ask the hub again here
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.finish(
+            render(
+                "page_error.html.j2",
+                title=self._reason,
+                message=message or self._reason,
+                status=status_code,
+                user=who.get("name"),
+                is_staff=STAFF in who.get("scopes", ()),
+                page="",
+                hub_home=self.hub_auth.hub_prefix + "home",
+            )
+        )
+
+
+class UsagePage(PageHandler):
+    @web.authenticated
+    async def get(self):
+        username = self.username()
+        projects = await self.in_db(usage, self.reader, username, clock.utcnow())
+        self.page("usage.html.j2", title="My usage", page="usage", projects=projects)
+
+
+class StaffPage(PageHandler):
+    @web.authenticated
+    async def get(self):
+        if not self.is_staff():
+            raise web.HTTPError(
+                403,
+                "This page is for the centre's staff (the custom:quota:staff permission); "
+                "your own projects and sessions are on My usage.",
+            )
+        filters = {
+            key: self.get_argument(key, "").strip()[:100]
+            for key in ("project", "slice_type", "user")
+        }
+        view = await self.in_db(staff_view, self.reader, clock.utcnow(), *filters.values())
+        self.page("staff.html.j2", title="Running sessions", page="staff", view=view)

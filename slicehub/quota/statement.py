@@ -1,0 +1,659 @@
+"""Monthly statements per project, the scheme report, and the other read-only views staff use.
+
+Decides which charges belong to which month and day, how they add up per session, and how a
+statement is written out (CSV for spreadsheets, a self-contained HTML page with a chart of daily
+spend for people). It only reads the ledger; it never changes it.
+
+Months and days are the centre's: Hong Kong time (UTC+08:00, no daylight saving), so a
+statement for "2026-11" covers 2026-11-01 00:00 to 2026-12-01 00:00 HKT. A charge is one
+metering tick, a short period, and is not split: it belongs to the month and day of the end of
+its period (its last instant, so a tick ending at midnight counts for the day before). A
+reversal (time charged after a server had already stopped, given back) counts, negative, in the
+month its period ends, like the charge it corrects.
+
+Money is integer cents throughout; totals are sums of charges, so a statement's totals equal
+the sum of the month's charges to the cent, and subsidy + co-pay = list cost on every line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from sqlalchemy import func, select
+
+from slicehub.common import clock
+from slicehub.common.money import format_money
+
+from .ledger import Balance, Ledger, LedgerError
+from .models import AuditEntry, Charge, Grant, Member, Price, Project, Scheme, Session
+from .pricing import BASIS_POINTS
+
+CENTRE_TZ = timezone(timedelta(hours=8), "HKT")  # Hong Kong: no DST since 1979
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+_MICROS_PER_HOUR = 3_600_000_000
+_CHUNK = 500  # ids per IN (...) query
+
+
+@dataclass(frozen=True)
+class Amounts:
+    """List cost and its two parts, in cents; subsidy + co-pay == list on every instance."""
+
+    list_cents: int = 0
+    subsidy_cents: int = 0
+    copay_cents: int = 0
+
+    def __add__(self, other: Amounts) -> Amounts:
+        return Amounts(
+            self.list_cents + other.list_cents,
+            self.subsidy_cents + other.subsidy_cents,
+            self.copay_cents + other.copay_cents,
+        )
+
+
+@dataclass(frozen=True)
+class StatementRow:
+    """One session's charges within the month."""
+
+    session_id: int
+    username: str
+    slice_type: str
+    started_at: datetime
+    stopped_at: datetime | None  # None: still running
+    micros: int  # slice time charged in the month, microseconds (reversals subtracted)
+    amounts: Amounts
+
+    @property
+    def slice_hours(self) -> Decimal:
+        return _hours(self.micros)
+
+
+@dataclass(frozen=True)
+class DaySpend:
+    day: date
+    amounts: Amounts
+
+
+@dataclass(frozen=True)
+class ProjectHeader:
+    slug: str
+    name: str
+    organisation: str
+    pi: str
+    scheme: str
+    rate_bp: int
+    is_course: bool
+
+
+@dataclass(frozen=True)
+class MonthlyStatement:
+    project: ProjectHeader
+    month: str  # "2026-11"
+    starts: datetime  # the month's first instant, HKT
+    ends: datetime  # the next month's first instant, HKT
+    rows: list[StatementRow]
+    days: list[DaySpend]  # every day of the month, in order, zero where nothing was spent
+    total: Amounts
+    total_micros: int
+    charges: int  # how many charge rows the statement sums
+    generated_at: datetime
+
+    @property
+    def total_slice_hours(self) -> Decimal:
+        return _hours(self.total_micros)
+
+
+@dataclass(frozen=True)
+class ProjectLine:
+    slug: str
+    name: str
+    organisation: str
+    pi: str
+    is_course: bool
+    grants_awarded_cents: int  # every grant, expired or not
+    balance: Balance  # as the ledger enforces it now (grants in force, held, left)
+    charged: Amounts  # everything charged, all time
+
+    @property
+    def subsidy_disbursed_cents(self) -> int:
+        return self.charged.subsidy_cents
+
+
+@dataclass(frozen=True)
+class SchemeReport:
+    name: str
+    rate_bp: int
+    fund_cents: int
+    lines: list[ProjectLine]
+    generated_at: datetime
+    totals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def grants_awarded_cents(self) -> int:
+        return sum(p.grants_awarded_cents for p in self.lines)
+
+    @property
+    def fund_unawarded_cents(self) -> int:
+        return self.fund_cents - self.grants_awarded_cents
+
+
+# -- months -------------------------------------------------------------------------------
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """ "2026-11" -> (2026-11-01 00:00 HKT, 2026-12-01 00:00 HKT). Raises LedgerError."""
+    m = _MONTH.match(month.strip()) if isinstance(month, str) else None
+    if not m or not 1 <= int(m.group(2)) <= 12 or not 2000 <= int(m.group(1)) <= 2999:
+        raise LedgerError(f"{month!r} is not a month; write it as YYYY-MM, e.g. 2026-11.")
+    year, mon = int(m.group(1)), int(m.group(2))
+    starts = datetime(year, mon, 1, tzinfo=CENTRE_TZ)
+    ends = datetime(year + (mon == 12), mon % 12 + 1, 1, tzinfo=CENTRE_TZ)
+    return starts, ends
+
+
+def _day_of(period_end: datetime) -> date:
+    """The centre's day holding a period's last instant."""
+    return (period_end - timedelta(microseconds=1)).astimezone(CENTRE_TZ).date()
+
+
+def _hours(micros: int) -> Decimal:
+    return (Decimal(micros) / _MICROS_PER_HOUR).quantize(Decimal("0.0001"), ROUND_HALF_EVEN)
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+# -- the monthly statement ----------------------------------------------------------------
+
+
+def monthly_statement(
+    ledger: Ledger, project: str, month: str, now: datetime | None = None
+) -> MonthlyStatement:
+    """The statement of `project` for `month` ("YYYY-MM", Hong Kong time).
+
+    Each charge is attributed, whole, to the month and day of its period's end (see the module
+    docstring); a session that runs across midnight at the month's end appears in both months,
+    each with its own part. Rows are per session, ordered by start.
+    """
+    starts, ends = month_bounds(month)
+    with ledger.session() as db:
+        p = _project(db, project)
+        scheme = db.get(Scheme, p.scheme_id)
+        per_session: dict[int, list] = defaultdict(lambda: [0, Amounts()])
+        per_day: dict[date, Amounts] = defaultdict(Amounts)
+        total, total_micros, n = Amounts(), 0, 0
+        q = (
+            select(
+                Charge.session_id,
+                Charge.period_start,
+                Charge.period_end,
+                Charge.list_cents,
+                Charge.subsidy_cents,
+                Charge.copay_cents,
+                Charge.kind,
+            )
+            .where(
+                Charge.project_id == p.id,
+                Charge.period_end > starts.astimezone(UTC),
+                Charge.period_end <= ends.astimezone(UTC),
+            )
+            .order_by(Charge.id)
+            .execution_options(yield_per=5000)
+        )
+        for sid, pstart, pend, lst, sub, cop, kind in db.execute(q):
+            amounts = Amounts(lst, sub, cop)
+            micros = _micros(pend - pstart) * (-1 if kind == "reversal" else 1)
+            acc = per_session[sid]
+            acc[0] += micros
+            acc[1] = acc[1] + amounts
+            per_day[_day_of(pend)] += amounts
+            total += amounts
+            total_micros += micros
+            n += 1
+        sessions = {}
+        ids = list(per_session)
+        for i in range(0, len(ids), _CHUNK):
+            for s in db.scalars(select(Session).where(Session.id.in_(ids[i : i + _CHUNK]))):
+                sessions[s.id] = s
+        header = _header(p, scheme)
+    rows = sorted(
+        (
+            StatementRow(
+                sid,
+                sessions[sid].username,
+                sessions[sid].slice_type,
+                sessions[sid].started_at,
+                sessions[sid].stopped_at,
+                micros,
+                amounts,
+            )
+            for sid, (micros, amounts) in per_session.items()
+        ),
+        key=lambda r: (r.started_at, r.session_id),
+    )
+    days = []
+    d = starts.date()
+    while d < ends.date():
+        days.append(DaySpend(d, per_day.get(d, Amounts())))
+        d += timedelta(days=1)
+    return MonthlyStatement(
+        project=header,
+        month=f"{starts:%Y-%m}",
+        starts=starts,
+        ends=ends,
+        rows=rows,
+        days=days,
+        total=total,
+        total_micros=total_micros,
+        charges=n,
+        generated_at=now or clock.utcnow(),
+    )
+
+
+# -- the scheme report --------------------------------------------------------------------
+
+
+def scheme_report(ledger: Ledger, scheme: str, now: datetime | None = None) -> SchemeReport:
+    """Per project of `scheme`: grants awarded, subsidy disbursed (charged), co-pay, and what
+    is held and left now, as the ledger enforces it."""
+    now = now or clock.utcnow()
+    with ledger.session() as db:
+        sch = db.scalar(select(Scheme).where(Scheme.name == scheme))
+        if sch is None:
+            raise LedgerError(f"There is no scheme {scheme!r}.", 404)
+        projects = db.scalars(
+            select(Project).where(Project.scheme_id == sch.id).order_by(Project.slug)
+        ).all()
+        awarded = dict(
+            db.execute(
+                select(Grant.project_id, func.sum(Grant.amount_cents))
+                .join(Project, Project.id == Grant.project_id)
+                .where(Project.scheme_id == sch.id)
+                .group_by(Grant.project_id)
+            ).all()
+        )
+        charged = {
+            pid: Amounts(int(lst), int(sub), int(cop))
+            for pid, lst, sub, cop in db.execute(
+                select(
+                    Charge.project_id,
+                    func.sum(Charge.list_cents),
+                    func.sum(Charge.subsidy_cents),
+                    func.sum(Charge.copay_cents),
+                )
+                .join(Project, Project.id == Charge.project_id)
+                .where(Project.scheme_id == sch.id)
+                .group_by(Charge.project_id)
+            ).all()
+        }
+        name, rate, fund = sch.name, sch.subsidy_rate_bp, sch.fund_cents
+    lines = [
+        ProjectLine(
+            slug=p.slug,
+            name=p.name,
+            organisation=p.organisation,
+            pi=p.pi,
+            is_course=p.is_course,
+            grants_awarded_cents=int(awarded.get(p.id, 0)),
+            balance=ledger.balance(p.slug, now),
+            charged=charged.get(p.id, Amounts()),
+        )
+        for p in projects
+    ]
+    totals = {
+        "grants_awarded": sum(x.grants_awarded_cents for x in lines),
+        "grants_in_force": sum(x.balance.grants_cents for x in lines),
+        "list_charged": sum(x.charged.list_cents for x in lines),
+        "subsidy_disbursed": sum(x.charged.subsidy_cents for x in lines),
+        "copay": sum(x.charged.copay_cents for x in lines),
+        "subsidy_held": sum(x.balance.subsidy_held_cents for x in lines),
+        "subsidy_left": sum(x.balance.subsidy_left_cents for x in lines),
+    }
+    return SchemeReport(name, rate, fund, lines, now, totals)
+
+
+# -- read-only views for the CLI ----------------------------------------------------------
+
+
+def scheme_names(ledger: Ledger) -> list[str]:
+    with ledger.session() as db:
+        return list(db.scalars(select(Scheme.name).order_by(Scheme.name)).all())
+
+
+def priced_slice_types(ledger: Ledger) -> set[str]:
+    """Slice types with at least one list price (in force or scheduled)."""
+    with ledger.session() as db:
+        return set(db.scalars(select(Price.slice_type).distinct()).all())
+
+
+def project_overview(ledger: Ledger, project: str | None = None) -> list[tuple[Project, Scheme]]:
+    """Every project (or one) with its scheme, ordered by slug. Raises LedgerError (404)."""
+    with ledger.session() as db:
+        q = select(Project, Scheme).join(Scheme, Scheme.id == Project.scheme_id)
+        if project is not None:
+            _project(db, project)
+            q = q.where(Project.slug == project)
+        return [tuple(r) for r in db.execute(q.order_by(Project.slug)).all()]
+
+
+def project_members(ledger: Ledger, project: str) -> dict[str, str]:
+    """username -> role for `project`. Raises LedgerError (404)."""
+    with ledger.session() as db:
+        p = _project(db, project)
+        return dict(
+            db.execute(select(Member.username, Member.role).where(Member.project_id == p.id)).all()
+        )
+
+
+@dataclass(frozen=True)
+class MemberUsage:
+    project: str
+    username: str
+    role: str
+    cap_cents: int | None  # the member's own cap, else the project's member cap; None: no cap
+    charged_subsidy_cents: int
+    held_subsidy_cents: int
+
+    @property
+    def used_cents(self) -> int:
+        return self.charged_subsidy_cents + self.held_subsidy_cents
+
+
+def member_usage(ledger: Ledger, project: str, username: str) -> MemberUsage:
+    """What `username` has drawn from `project`'s subsidy (charged and held) against the cap
+    the ledger applies to them. Raises LedgerError (404) for an unknown project or member."""
+    with ledger.session() as db:
+        p = _project(db, project)
+        m = db.scalar(select(Member).where(Member.project_id == p.id, Member.username == username))
+        if m is None:
+            raise LedgerError(f"{username} is not a member of project {project}.", 404)
+        charged, held = Ledger.member_draw(db, p, username)
+        cap = m.cap_cents if m.cap_cents is not None else p.member_cap_cents
+        return MemberUsage(p.slug, username, m.role, cap, charged, held)
+
+
+def recent_audit(ledger: Ledger, limit: int = 20) -> list[AuditEntry]:
+    """The newest `limit` audit entries, newest first."""
+    with ledger.session() as db:
+        return list(
+            db.scalars(select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit)).all()
+        )
+
+
+def _project(db, slug: str) -> Project:
+    p = db.scalar(select(Project).where(Project.slug == slug))
+    if p is None:
+        raise LedgerError(f"There is no project {slug!r}.", 404)
+    return p
+
+
+def _header(p: Project, scheme: Scheme) -> ProjectHeader:
+    return ProjectHeader(
+        p.slug, p.name, p.organisation, p.pi, scheme.name, scheme.subsidy_rate_bp, p.is_course
+    )
+
+
+# -- writing it out -----------------------------------------------------------------------
+
+
+def money_plain(cents: int) -> str:
+    """12345 -> "123.45", -5 -> "-0.05": for CSV, where a currency sign stops a spreadsheet."""
+    sign = "-" if cents < 0 else ""
+    whole, part = divmod(abs(cents), 100)
+    return f"{sign}{whole}.{part:02d}"
+
+
+def hkt(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return moment.astimezone(CENTRE_TZ).strftime(fmt) if moment is not None else ""
+
+
+def rate_text(rate_bp: int) -> str:
+    pct = Decimal(rate_bp) * 100 / BASIS_POINTS
+    return f"{pct.normalize():f}%"
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.astimezone(CENTRE_TZ).replace(microsecond=0).isoformat() if moment else ""
+
+
+def _text_cell(value: str) -> str:
+    """Text a spreadsheet must not run as a formula (names are typed by people)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+STATEMENT_COLUMNS = [
+    "session",
+    "user",
+    "slice_type",
+    "start",
+    "stop",
+    "slice_hours",
+    "list_cost_hkd",
+    "subsidy_hkd",
+    "copay_hkd",
+]
+
+
+def statement_csv(st: MonthlyStatement) -> str:
+    """One row per session, then a `total` row; times ISO 8601 in HKT, money in HK$ (no sign)."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(STATEMENT_COLUMNS)
+    for r in st.rows:
+        w.writerow(
+            [
+                r.session_id,
+                r.username,
+                r.slice_type,
+                _iso(r.started_at),
+                _iso(r.stopped_at),
+                f"{r.slice_hours:.4f}",
+                money_plain(r.amounts.list_cents),
+                money_plain(r.amounts.subsidy_cents),
+                money_plain(r.amounts.copay_cents),
+            ]
+        )
+    w.writerow(
+        [
+            "total",
+            "",
+            "",
+            _iso(st.starts),
+            _iso(st.ends),
+            f"{st.total_slice_hours:.4f}",
+            money_plain(st.total.list_cents),
+            money_plain(st.total.subsidy_cents),
+            money_plain(st.total.copay_cents),
+        ]
+    )
+    return out.getvalue()
+
+
+SCHEME_COLUMNS = [
+    "scheme",
+    "project",
+    "name",
+    "organisation",
+    "pi",
+    "course",
+    "grants_awarded_hkd",
+    "grants_in_force_hkd",
+    "list_cost_hkd",
+    "subsidy_disbursed_hkd",
+    "copay_hkd",
+    "subsidy_held_hkd",
+    "subsidy_left_hkd",
+]
+
+
+def scheme_report_csv(reports: list[SchemeReport]) -> str:
+    """One row per project, each scheme ending with a `total` row."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(SCHEME_COLUMNS)
+    for rep in reports:
+        for x in rep.lines:
+            w.writerow(
+                [
+                    _text_cell(rep.name),
+                    x.slug,
+                    _text_cell(x.name),
+                    _text_cell(x.organisation),
+                    _text_cell(x.pi),
+                    "yes" if x.is_course else "no",
+                    money_plain(x.grants_awarded_cents),
+                    money_plain(x.balance.grants_cents),
+                    money_plain(x.charged.list_cents),
+                    money_plain(x.charged.subsidy_cents),
+                    money_plain(x.charged.copay_cents),
+                    money_plain(x.balance.subsidy_held_cents),
+                    money_plain(x.balance.subsidy_left_cents),
+                ]
+            )
+        t = rep.totals
+        w.writerow(
+            [
+                _text_cell(rep.name),
+                "total",
+                "",
+                "",
+                "",
+                "",
+                *(
+                    money_plain(t[k])
+                    for k in (
+                        "grants_awarded",
+                        "grants_in_force",
+                        "list_charged",
+                        "subsidy_disbursed",
+                        "copay",
+                        "subsidy_held",
+                        "subsidy_left",
+                    )
+                ),
+            ]
+        )
+    return out.getvalue()
+
+
+# The chart's geometry (SVG user units); the page scales it to its width.
+CHART_W, CHART_H = 760, 280
+_PAD_L, _PAD_R, _PAD_T, _PAD_B = 92, 12, 16, 40
+
+
+def daily_chart(days: list[DaySpend]) -> dict:
+    """Bars for the daily-spend chart: subsidy below, co-pay stacked on it, list cost = both.
+
+    A day whose parts are negative (only reversals that day) draws as zero; the table beside
+    the chart has the exact numbers.
+    """
+    plot_w = CHART_W - _PAD_L - _PAD_R
+    plot_h = CHART_H - _PAD_T - _PAD_B
+    top = max([d.amounts.list_cents for d in days] + [0])
+    scale_max = _nice_ceiling(top)
+    slot = plot_w / max(len(days), 1)
+    bar_w = max(slot * 0.7, 1.0)
+    bars = []
+    for i, d in enumerate(days):
+        sub = max(d.amounts.subsidy_cents, 0)
+        cop = max(d.amounts.copay_cents, 0)
+        h_sub = plot_h * sub / scale_max
+        h_cop = plot_h * cop / scale_max
+        x = _PAD_L + i * slot + (slot - bar_w) / 2
+        base = _PAD_T + plot_h
+        bars.append(
+            {
+                "x": round(x, 2),
+                "w": round(bar_w, 2),
+                "sub_y": round(base - h_sub, 2),
+                "sub_h": round(h_sub, 2),
+                "cop_y": round(base - h_sub - h_cop, 2),
+                "cop_h": round(h_cop, 2),
+                "label_x": round(_PAD_L + i * slot + slot / 2, 2),
+                "day": d.day.day,
+                "show_label": d.day.day == 1 or d.day.day % 5 == 0,
+                "title": (
+                    f"{d.day:%d %b}: {format_money(d.amounts.list_cents)} list cost, "
+                    f"{format_money(d.amounts.subsidy_cents)} subsidy, "
+                    f"{format_money(d.amounts.copay_cents)} co-pay"
+                ),
+            }
+        )
+    ticks = [
+        {
+            "y": round(_PAD_T + plot_h - plot_h * k / 4, 2),
+            "label": format_money(scale_max * k // 4),
+        }
+        for k in range(5)
+    ]
+    return {
+        "width": CHART_W,
+        "height": CHART_H,
+        "left": _PAD_L,
+        "right": CHART_W - _PAD_R,
+        "base": _PAD_T + plot_h,
+        "bars": bars,
+        "ticks": ticks,
+        "max_label": format_money(top),
+    }
+
+
+def _nice_ceiling(cents: int) -> int:
+    """The smallest 1, 2, 2.5 or 5 * 10^k cents ≥ `cents` (at least HK$1), divisible by 4."""
+    if cents <= 100:
+        return 100
+    magnitude = 10 ** (len(str(cents)) - 1)
+    for step in (1, 2, 2.5, 5, 10):
+        candidate = int(step * magnitude)
+        if candidate >= cents and candidate % 4 == 0:
+            return candidate
+    return 10 * magnitude
+
+
+def _environment() -> Environment:
+    env = Environment(
+        loader=PackageLoader("slicehub.quota", "templates"),
+        autoescape=True,  # names and user names are typed by people
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = format_money
+    env.filters["hkt"] = hkt
+    env.filters["rate"] = rate_text
+    return env
+
+
+def statement_html(st: MonthlyStatement) -> str:
+    return (
+        _environment()
+        .get_template("statement.html.j2")
+        .render(
+            kind="statement",
+            title=f"Statement for {st.project.slug}, {st.starts:%B %Y}",
+            st=st,
+            chart=daily_chart(st.days),
+            generated=hkt(st.generated_at),
+        )
+    )
+
+
+def scheme_report_html(reports: list[SchemeReport], generated_at: datetime | None = None) -> str:
+    names = ", ".join(r.name for r in reports) or "no schemes"
+    return (
+        _environment()
+        .get_template("statement.html.j2")
+        .render(
+            kind="scheme",
+            title=f"Subsidy report: {names}",
+            reports=reports,
+            generated=hkt(generated_at or clock.utcnow()),
+        )
+    )
