@@ -65,6 +65,8 @@ $(VENV_STAMP): pyproject.toml $(SINGLEUSER_REQS) $(KERNELSPEC)/kernel.json $(SER
 	@rm -rf $(LABEXT_DEST)
 	@install -D -m 644 -t $(LABEXT_DEST) $(LABEXT_BUILT)/package.json $(LABEXT_BUILT)/install.json
 	@install -D -m 644 -t $(LABEXT_DEST)/static $(LABEXT_BUILT)/static/*
+	@# and the deployment's files, linked so that edits to hub_config/ count at once
+	@mkdir -p $(VENV)/share/slicehub && ln -sfn $(CURDIR)/hub_config $(VENV)/share/slicehub/hub_config
 	@touch $@
 
 node_modules: $(NODE_STAMP)

@@ -1,7 +1,8 @@
 """Money: an integer number of cents of the site's currency (HKD), never a float.
 
 One parser (`parse_cents`) for what people and site files write, one formatter (`format_money`)
-for what people read.
+for what people read. Rates are basis points (7000 = 70%); the scheme's share of a list amount
+is `subsidy_of`, rounded down (the scheme never pays more than its rate).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 
 CURRENCY_SYMBOLS = {"HKD": "HK$"}
+BASIS_POINTS = 10_000  # a rate of 7000 basis points is 70%
 
 
 def parse_cents(value: str | int | Decimal) -> int:
@@ -48,3 +50,10 @@ def format_money(cents: int, currency: str = "HKD") -> str:
     sign = "-" if cents < 0 else ""
     whole, part = divmod(abs(cents), 100)
     return f"{sign}{symbol}{whole:,}.{part:02d}"
+
+
+def subsidy_of(list_cents: int, rate_bp: int) -> int:
+    """The scheme's share of a list amount: rate times list, rounded down to the cent."""
+    if not 0 <= rate_bp <= BASIS_POINTS:
+        raise ValueError(f"subsidy rate {rate_bp} bp is outside 0..{BASIS_POINTS}")
+    return list_cents * rate_bp // BASIS_POINTS

@@ -18,6 +18,11 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 log = logging.getLogger("slicehub.quota_client")
 
+# Why a session is released, as the spawner knows it: its server was stopped (by the user, the
+# hub, an admin or the quota service at the session's end), found gone without a stop (a crash,
+# a kill behind the hub's back), or never started (a start that failed or was cancelled).
+RELEASE_REASONS = ("stopped", "crashed", "start-failed")
+
 DOWN = (
     "The quota service is not answering, so no new session can start right now; running "
     "sessions are not affected. Please try again in a minute."
@@ -112,11 +117,19 @@ class QuotaClient:
         return bool(stale)
 
     async def release(
-        self, session_id: int, stopped_at: datetime | None = None, attempts_timeout: float = 60
+        self,
+        session_id: int,
+        stopped_at: datetime | None = None,
+        attempts_timeout: float = 60,
+        reason: str = "stopped",
     ) -> None:
         """Release with retries: a stopped server must stop being charged. `stopped_at`: when
-        it stopped, if known (default: now)."""
-        body = {"stopped_at": stopped_at.isoformat()} if stopped_at else {}
+        it stopped, if known (default: now); `reason`: one of RELEASE_REASONS."""
+        if reason not in RELEASE_REASONS:
+            raise ValueError(f"release reason {reason!r} is not one of {RELEASE_REASONS}")
+        body = {"reason": reason}
+        if stopped_at:
+            body["stopped_at"] = stopped_at.isoformat()
 
         async def attempt():
             try:

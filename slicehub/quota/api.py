@@ -17,6 +17,7 @@ from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
 from slicehub.common import clock
+from slicehub.common.quota_client import RELEASE_REASONS
 
 from .hold import HoldRequest
 from .ledger import LedgerError, LedgerReader, session_view
@@ -207,12 +208,18 @@ class ExtendHandler(QuotaHandler):
 class ReleaseHandler(QuotaHandler):
     """POST: the server stopped; charge to when it stopped (`stopped_at`, when the spawner
     knows it, e.g. from the batch system's accounting; never later than now) and release the
-    rest of the hold."""
+    rest of the hold. `reason` (one of RELEASE_REASONS; default "stopped") says why, and is
+    kept as the session's stop reason."""
 
     @web.authenticated
     async def post(self, session_id):
         self.require(HOLDS)
-        data = self.body({"stopped_at"})
+        data = self.body({"stopped_at", "reason"})
+        reason = data.get("reason", "stopped")
+        if reason not in RELEASE_REASONS:
+            raise web.HTTPError(
+                400, f"reason must be one of {', '.join(RELEASE_REASONS)}, not {reason!r:.40}."
+            )
         now = clock.utcnow()
         at = now
         if data.get("stopped_at") is not None:
@@ -223,7 +230,7 @@ class ReleaseHandler(QuotaHandler):
             if at.tzinfo is None:
                 raise web.HTTPError(400, "stopped_at needs a time zone.")
             at = min(at, now)
-        s = await self.in_db(self.ledger.close_session, int(session_id), at, "stopped")
+        s = await self.in_db(self.ledger.close_session, int(session_id), at, reason)
         self.write_json(
             {"id": s.id, "status": s.status, "charged_list_cents": s.charged_list_cents}
         )

@@ -26,7 +26,7 @@ import jinja2
 from jupyterhub import orm
 from markupsafe import Markup
 from tornado import web
-from traitlets import Float, Integer, Unicode, default
+from traitlets import Float, Integer, Type, Unicode, default
 from traitlets.config import LoggingConfigurable
 
 from slicehub.common import clock
@@ -195,6 +195,16 @@ class SliceSpawnerMixin(LoggingConfigurable):
         """,
     )
 
+    quota_client_class = Type(
+        QuotaClient,
+        config=True,
+        help="""The class that talks to the quota service (hold, begin, release).
+
+        Default: slicehub.common.quota_client.QuotaClient. Tests swap in a fake
+        (tests/mocking.py) to run a spawner's start, poll and stop in-process.
+        """,
+    )
+
     quota_timeout = Float(
         10.0,
         config=True,
@@ -294,7 +304,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
     def quota(self) -> QuotaClient | None:
         if not self.quota_url:
             return None
-        return QuotaClient(self.quota_url, self.quota_token, self.quota_timeout)
+        return self.quota_client_class(self.quota_url, self.quota_token, self.quota_timeout)
 
     async def _project_for(self, options: SliceOptions) -> str:
         if options.project:

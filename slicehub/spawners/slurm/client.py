@@ -108,7 +108,7 @@ class SlurmClient:
 
     @classmethod
     def for_commands(cls, commands: Mapping[str, str]) -> SlurmClient:
-        key = tuple(sorted(commands.items()))
+        key = (cls, *sorted(commands.items()))
         if key not in cls._instances:
             cls._instances[key] = cls(commands)
         return cls._instances[key]

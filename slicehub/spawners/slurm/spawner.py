@@ -32,7 +32,7 @@ from batchspawner import JobStatus, SlurmSpawner
 from jupyterhub.utils import exponential_backoff
 from sqlalchemy.orm import object_session
 from tornado import web
-from traitlets import Float, Integer, Unicode, default
+from traitlets import Float, Integer, Type, Unicode, default
 
 from slicehub.common import clock
 
@@ -128,6 +128,16 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
         """,
     )
 
+    slurm_client_class = Type(
+        SlurmClient,
+        config=True,
+        help="""The class that runs Slurm's commands and shares their answers between spawners.
+
+        Default: slicehub.spawners.slurm.client.SlurmClient. Tests swap in one whose `run`
+        answers from recorded output (tests/mocking.py).
+        """,
+    )
+
     sinfo_max_age = Float(
         5.0,
         config=True,
@@ -159,7 +169,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
     @property
     def client(self) -> SlurmClient:
         _join_hub_log(self.log)  # slicehub.slurm's warnings belong in the hub's log
-        return SlurmClient.for_commands(self.site.slurm.commands)
+        return self.slurm_client_class.for_commands(self.site.slurm.commands)
 
     async def offer(self) -> tuple[list[Availability], bool]:
         site = self.site
