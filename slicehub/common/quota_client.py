@@ -1,14 +1,21 @@
-"""How a spawner talks to the quota service: hold before a start, release after a stop.
+"""How Slicehub talks to the quota service's REST API: the spawners (hold before a start,
+begin, release after a stop) and the notebook side (a session's time and money, Extend).
 
 Every failure becomes a sentence for the user. A refusal from the ledger is passed on with its
 status ("Project ai-lab has HK$41.20 of subsidy left; …"); a quota service that does not answer
 refuses new starts (nothing can be paid for) but never touches running servers.
+
+One client, two faces: its calls are coroutines; `client.blocking` makes the same calls from
+synchronous code (a kernel's `%slicehub`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from urllib.parse import quote
 
@@ -37,6 +44,11 @@ class QuotaClient:
         self.token = token
         self.timeout = timeout
         self.down = down
+
+    @property
+    def blocking(self) -> Blocking:
+        """This client's calls for synchronous code: `client.blocking.session(7, "ann")`."""
+        return Blocking(self)
 
     async def _call(self, method: str, path: str, body: dict | None = None) -> dict:
         req = HTTPRequest(
@@ -146,3 +158,23 @@ class QuotaClient:
         await exponential_backoff(
             attempt, f"could not release ledger session {session_id}", timeout=attempts_timeout
         )
+
+
+class Blocking:
+    """A QuotaClient's calls, for callers that cannot await. A kernel's magic runs inside the
+    kernel's own event loop, where waiting on it would deadlock: each call runs to its end on a
+    private thread with an event loop of its own, with the same requests, answers and errors."""
+
+    def __init__(self, client: QuotaClient):
+        self._client = client
+
+    def __getattr__(self, name: str):
+        call = getattr(self._client, name)
+        if not inspect.iscoroutinefunction(call):
+            raise AttributeError(f"QuotaClient.{name} is not a call to the quota service")
+
+        def run(*args, **kwargs):
+            with ThreadPoolExecutor(1, thread_name_prefix="slicehub-quota") as pool:
+                return pool.submit(asyncio.run, call(*args, **kwargs)).result()
+
+        return run

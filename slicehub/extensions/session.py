@@ -3,23 +3,25 @@ use, and how much time and money the session has left.
 
 Time left comes from `SLICEHUB_SESSION_END` (fixed by the hold when the server started); money
 left from the quota service's API (`SLICEHUB_QUOTA_URL`, with the server's own
-`JUPYTERHUB_API_TOKEN`, which may read the user's own sessions). When the service cannot be
-reached the answer says so instead of guessing. The kernel puts one `SliceSession` in the
-notebook's namespace as `slicehub`, and `%slicehub` prints its status.
+`JUPYTERHUB_API_TOKEN`, which may read the user's own sessions), through the quota client's
+synchronous face. When the service cannot be reached the answer says so instead of guessing.
+The kernel puts one `SliceSession` in the notebook's namespace as `slicehub`, and `%slicehub`
+prints its status.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from tornado import web
+
 from slicehub.common import clock
+from slicehub.common.durations import duration_text
 from slicehub.common.money import format_money
+from slicehub.common.quota_client import QuotaClient
 
 from .cluster_plan import GIB, ClusterPlan
 from .slice_env import SliceEnv
@@ -57,15 +59,6 @@ class SessionMoney:
             f"co-pay {format_money(self.copay_left)}); spent "
             f"{format_money(self.spent_list)} so far"
         )
-
-
-def describe_duration(left: timedelta) -> str:
-    seconds = max(int(left.total_seconds()), 0)
-    hours, rest = divmod(seconds, 3600)
-    minutes = rest // 60
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    return f"{minutes} min" if minutes else f"{seconds} s"
 
 
 class SliceSession:
@@ -139,7 +132,7 @@ class SliceSession:
         left = self.time_left(view)
         if left is not None:
             end = self.end(view).astimezone().strftime("%H:%M %Z")
-            lines.append(f"Time left: {describe_duration(left)} (ends {end})")
+            lines.append(f"Time left: {duration_text(left)} (ends {end})")
         elif self.slice.slice_type:
             lines.append("Time left: unknown (SLICEHUB_SESSION_END is not set)")
         if self.slice.ledger_session:
@@ -172,16 +165,12 @@ class SliceSession:
         base, token = self._env.get("SLICEHUB_QUOTA_URL"), self._env.get("JUPYTERHUB_API_TOKEN")
         if not (base and token and self.slice.ledger_session):
             return None
-        request = urllib.request.Request(
-            base.rstrip("/") + "/api/sessions?active=1",
-            headers={"Authorization": f"token {token}"},
-        )
+        quota = QuotaClient(base, token, QUOTA_TIMEOUT_S)
+        user = self._env.get("JUPYTERHUB_USER", "")
         try:
-            with urllib.request.urlopen(request, timeout=QUOTA_TIMEOUT_S) as response:
-                sessions = json.load(response)["sessions"]
-        except (OSError, urllib.error.URLError, ValueError, KeyError):
+            return quota.blocking.session(self.slice.ledger_session, user)
+        except (web.HTTPError, KeyError, ValueError):
             return None
-        return next((s for s in sessions if s["id"] == self.slice.ledger_session), None)
 
 
 def _gib(n: int) -> str:

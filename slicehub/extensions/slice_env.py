@@ -1,10 +1,11 @@
 """What slice this process runs on, read from the environment the spawner set. `parse` is pure;
 `read` adds the host's CPUs and memory as defaults.
 
-The spawners (`slicehub.spawners.slicing.slice_env`, `slicehub.spawners.slurm.spawner`) give every
-single-user server `CUDA_VISIBLE_DEVICES` and the `SLICEHUB_*` variables; kernels inherit them. This
-module turns them into a `SliceEnv` and says, in a sentence, what is wrong with any value it cannot
-use. It decides nothing about clusters (`slicehub.extensions.cluster_plan`) and never touches a GPU.
+The spawners write `CUDA_VISIBLE_DEVICES` and the `SLICEHUB_*` variables for every single-user
+server (the contract and its one reader: `slicehub.common.environment`); kernels inherit them. This
+module turns them into a `SliceEnv`, checks the devices against the slice type, and says, in a
+sentence, what is wrong with any value it cannot use. It decides nothing about clusters
+(`slicehub.extensions.cluster_plan`) and never touches a GPU.
 
 `CUDA_VISIBLE_DEVICES` entries, as CUDA accepts them:
 - `MIG-<uuid>`: one MIG instance (CUDA 11.4+ / R470+ naming);
@@ -22,10 +23,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
 import psutil
 
+from slicehub.common import environment
 from slicehub.common.catalogue import SliceShape, parse_slice_type
 
 _UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -74,37 +76,20 @@ def read(env: Mapping[str, str]) -> SliceEnv:
 def parse(env: Mapping[str, str], host_cpus: int, host_memory: int) -> SliceEnv:
     """The slice described by `env`. Never raises: a value it cannot use is reported in
     `problems` and replaced by what is safe (no GPU; the host's CPUs and memory)."""
-    problems: list[str] = []
-
-    def number(name: str, default: int, minimum: int) -> int:
-        raw = env.get(name, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            problems.append(f"{name}={raw!r} is not a whole number; using {default}.")
-            return default
-        if value < minimum:
-            problems.append(f"{name}={raw!r} is below {minimum}; using {default}.")
-            return default
-        return value
-
-    cpus = number("SLICEHUB_CPUS", host_cpus, 1)
-    memory = number("SLICEHUB_MEMORY_BYTES", host_memory, 1)
-    gpu_memory = number("SLICEHUB_GPU_MEMORY_BYTES", 0, 0)
-    end = _session_end(env.get("SLICEHUB_SESSION_END", ""), problems)
-    ledger_session = number("SLICEHUB_LEDGER_SESSION", 0, 1) or None
+    reading = environment.from_env(env, host_cpus, host_memory)
+    found = reading.environment
+    problems = list(reading.problems)
+    gpu_memory = found.gpu_memory_bytes
     common = dict(
-        cpus=cpus,
-        memory_bytes=memory,
-        session_end=end,
-        project=env.get("SLICEHUB_PROJECT", ""),
-        ledger_session=ledger_session,
-        declared=env.get("SLICEHUB_DEVICES_DECLARED", "0") == "1",
+        cpus=found.cpus,
+        memory_bytes=found.memory_bytes,
+        session_end=found.session_end,
+        project=found.project,
+        ledger_session=found.ledger_session,
+        declared=found.declared,
     )
-    name = env.get("SLICEHUB_SLICE_TYPE", "").strip()
-    visible = env.get("CUDA_VISIBLE_DEVICES")
+    name = found.slice_type
+    visible = reading.visible_devices
     if not name:  # not started by Slicehub: whatever CUDA shows this process
         try:
             devices = parse_devices(visible or "")
@@ -178,18 +163,3 @@ def check_devices(shape: SliceShape, visible: str | None) -> tuple[str, ...]:
 def describe(shape: SliceShape) -> str:
     """'3g.40gb MIG slice of an H100', '2 whole H100 GPUs', 'CPU only'."""
     return shape.describe() if shape.kind != "cpu" else "CPU only"
-
-
-def _session_end(raw: str, problems: list[str]) -> datetime | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    try:
-        end = datetime.fromisoformat(raw)
-    except ValueError:
-        problems.append(f"SLICEHUB_SESSION_END={raw!r} is not an ISO 8601 time.")
-        return None
-    if end.tzinfo is None:
-        problems.append(f"SLICEHUB_SESSION_END={raw!r} has no time zone.")
-        return None
-    return end.astimezone(UTC)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from slicehub.common.durations import duration_text
 from slicehub.extensions.cluster_plan import (
     CONTEXT_RESERVE,
     GIB,
@@ -16,7 +17,7 @@ from slicehub.extensions.cluster_plan import (
     plan,
     summary,
 )
-from slicehub.extensions.session import SessionMoney, describe_duration
+from slicehub.extensions.session import SessionMoney
 from slicehub.extensions.slice_env import parse, parse_devices
 
 U1 = "11111111-2222-3333-4444-555555555555"
@@ -260,4 +261,4 @@ def test_session_money_from_the_quota_view():
     ],
 )
 def test_durations_read_well(left, text):
-    assert describe_duration(left) == text
+    assert duration_text(left) == text
