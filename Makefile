@@ -29,7 +29,8 @@ help:
 	@echo "make labextension  rebuild the JupyterLab extension (labextension/ -> slicehub/extensions/labextension)"
 	@echo "make demo          a local hub on http://127.0.0.1:8000 (python -m slicehub.cli demo)"
 	@echo "make slurm-demo    the hub on http://127.0.0.1:8000 with servers as jobs on that Slurm"
-	@echo "make test          postgres, slurm, then ruff check + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
+	@echo "make test          postgres, slurm, then ruff check + contracts + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
+	@echo "make contracts     the architecture contracts: which room may import which (import-linter)"
 	@echo "make lint          ruff check + ruff format --check"
 	@echo "make format        ruff format + ruff check --fix"
 	@echo "make bench         every bench/*.py with the venv's python (BENCH_ARGS passed to each)"
@@ -130,7 +131,15 @@ chromium:
 
 test: postgres slurm chromium venv node_modules labextension-test
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The architecture contracts in pyproject.toml's [tool.importlinter] (run from here: the private
+# names contract type is tests/contracts.py). --no-cache: the graph takes 0.1 s, and no cache dir
+# is left in the checkout.
+.PHONY: contracts
+contracts: venv
+	$(VENV)/bin/lint-imports --no-logo --no-cache
 
 lint: venv
 	$(VENV)/bin/ruff check .
