@@ -50,9 +50,10 @@ from pathlib import Path
 from sqlalchemy import event, func, select
 
 from slicehub.common.money import parse_cents
+from slicehub.quota.errors import LedgerError
 from slicehub.quota.hold import HoldRequest
 from slicehub.quota.hold_queue import HoldQueue
-from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.ledger import Ledger
 from slicehub.quota.models import Grant, Project
 from slicehub.quota.models import Session as LedgerSession
 from slicehub.quota.service import settle_memory

@@ -10,12 +10,12 @@ settings) on a ledger with 300 projects and 20,000 active sessions:
 Wall time of the `meter` call alone, per tick; median of --runs runs, each on a fresh copy of
 the same ledger. The goal: every shipped tick < 1 s, on each database.
 
-The shipped writes differ by database (`slicehub.quota.ledger._apply`): on SQLite one executemany
-UPDATE of the sessions, conditional on the `metered_until` each was read with, and one
-executemany INSERT of the charges; on PostgreSQL (`_apply_postgresql`) the update rows go by
-binary COPY into a temporary table joined by one UPDATE, and the charges by binary COPY. One
+The shipped writes differ by database (`slicehub.quota.store.apply_charges`): on SQLite one
+executemany UPDATE of the sessions, conditional on the `metered_until` each was read with, and one
+executemany INSERT of the charges; on PostgreSQL (`apply_charges_postgresql`) the update rows go
+by binary COPY into a temporary table joined by one UPDATE, and the charges by binary COPY. One
 named baseline, measured in the same runs on PostgreSQL only: "baseline: the generic
-executemany writes", the shipped `meter` with `_apply_postgresql` replaced, inside this file
+executemany writes", the shipped `meter` with `apply_charges_postgresql` replaced, inside this file
 only (`executemany_writes_baseline`), by SQLite's writes. On SQLite those writes are the shipped
 ones, so there is no baseline to run there.
 
@@ -70,11 +70,12 @@ from _common import check, cpu_model, load_average, memory, publish, usable_core
 from sqlalchemy import event, func, select, text
 from sqlalchemy.engine import make_url
 
+from slicehub.common.money import subsidy_of
 from slicehub.quota.hold import HoldRequest
-from slicehub.quota.ledger import Ledger, _apply_executemany
+from slicehub.quota.ledger import Ledger
 from slicehub.quota.models import Charge, Grant, SessionWarning
 from slicehub.quota.models import Session as LedgerSession
-from slicehub.quota.pricing import subsidy_of
+from slicehub.quota.store import apply_charges_executemany
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -251,7 +252,7 @@ class SqliteDatabase(Database):
     def describe(self, url: str) -> str:
         return (
             f"SQLite {sqlite3.sqlite_version} (a file in a temp dir, WAL, synchronous=FULL "
-            "default, `BEGIN IMMEDIATE` per transaction as slicehub/quota/ledger_db.py sets)"
+            "default, `BEGIN IMMEDIATE` per transaction as slicehub/quota/store.py sets)"
         )
 
 
@@ -318,10 +319,10 @@ BASELINE = "baseline: the generic executemany writes"
 
 def executemany_writes_baseline() -> AbstractContextManager:
     """BASELINE, not shipped: while inside, the shipped `Ledger.meter` writes through
-    `slicehub.quota.ledger._apply_executemany` (what SQLite's ticks send) instead of
-    `_apply_postgresql` (everything else in the tick, the locks and the rowcount check
+    `slicehub.quota.store.apply_charges_executemany` (what SQLite's ticks send) instead
+    of `apply_charges_postgresql` (everything else in the tick, the locks and the rowcount check
     included, is the shipped code)."""
-    return mock.patch("slicehub.quota.ledger._apply_postgresql", _apply_executemany)
+    return mock.patch("slicehub.quota.store.apply_charges_postgresql", apply_charges_executemany)
 
 
 @dataclass(frozen=True)
@@ -559,10 +560,14 @@ def charges_digest(ledger: Ledger) -> str:
 # -- profile of tick 1 -----------------------------------------------------------------------
 
 PROFILED = (  # (label, file the function is in, function)
-    ("`_next_charge`: every charge computed in Python", "slicehub/quota/ledger.py", "_next_charge"),
+    (
+        "`_next_charge`: every charge computed in Python",
+        "slicehub/quota/metering.py",
+        "_next_charge",
+    ),
     ("of which `PriceSchedule.cost` (integer list cost)", "slicehub/quota/pricing.py", "cost"),
-    ("`_apply`: the writes (sessions' UPDATE, charges)", "slicehub/quota/ledger.py", "_apply"),
-    ("`_warn_all`: warnings due, read and inserted", "slicehub/quota/ledger.py", "_warn_all"),
+    ("`apply_charges`: the writes (UPDATE, charges)", "slicehub/quota/store.py", "apply_charges"),
+    ("`_warn_all`: warnings due, read and inserted", "slicehub/quota/metering.py", "_warn_all"),
 )
 REST = "the rest: reading the sessions and prices, the overdue query, commit"
 
@@ -651,7 +656,7 @@ def profile_tick(url: str, code: Code) -> Profile:
     finally:
         ledger.dispose()
     stats = pstats.Stats(prof).stats
-    total = _cumulative(stats, "slicehub/quota/ledger.py", "meter")
+    total = _cumulative(stats, "slicehub/quota/metering.py", "meter")
     parts = [(label, _cumulative(stats, file, name)) for label, file, name in PROFILED]
     outside = total - sum(s for label, s in parts if not label.startswith("of which"))
     return Profile(code.label, total, [*parts, (REST, outside)], dict(statements))
@@ -829,12 +834,13 @@ def report(args, results: list[DatabaseResult], n_plans: int) -> str:
         "nothing), then the three ticks, each timed around the `meter()` call alone "
         "(`time.perf_counter`), garbage collector on.",
         "- Code measured: the shipped `Ledger.meter`, whose writes "
-        "(`slicehub.quota.ledger._apply`) are "
+        "(`slicehub.quota.store.apply_charges`) are "
         "one executemany `UPDATE sessions` (conditional on `metered_until`) and one "
         "executemany `INSERT` of charges on SQLite, and on PostgreSQL binary COPY into a "
         "temporary table joined by one `UPDATE sessions ... FROM`, then binary COPY of the "
         f"charges. And on PostgreSQL only, **{BASELINE}**: the same shipped `meter` with "
-        "`slicehub.quota.ledger._apply_postgresql` patched, in this bench only, to send SQLite's "
+        "`slicehub.quota.store.apply_charges_postgresql` patched, in this bench only, to send "
+        "SQLite's "
         "writes (the executemany UPDATE with the same conditional bind parameters, then "
         "`insert(Charge.__table__)` executemany). On SQLite the shipped writes are those "
         "writes, so it has no baseline. Shipped and baseline runs alternate, each on its own "
@@ -909,7 +915,8 @@ def notes(results: list[DatabaseResult]) -> list[str]:
         "(SQLite: `BEGIN IMMEDIATE` holds the write lock from the first read; PostgreSQL: "
         "`FOR UPDATE SKIP LOCKED`, so a second metering process skips them instead of waiting), "
         "computes every charge in Python with integer arithmetic (`_next_charge`, "
-        "`PriceSchedule.cost`), writes (`_apply`), then records the warnings due and lists the "
+        "`PriceSchedule.cost`), writes (`apply_charges`), then records the warnings due and lists "
+        "the "
         "sessions whose end has come. Each session's update is conditional on the "
         "`metered_until` it was read with, and a tick whose writes move fewer sessions than it "
         "computed raises and rolls back: nothing is charged twice or half."
@@ -935,7 +942,8 @@ def notes(results: list[DatabaseResult]) -> list[str]:
         base_writes = r.profiled(BASELINE, writes)
         n, hot = r.shipped[0].hot
         out.append(
-            f"- {r.name}'s shipped writes (`_apply_postgresql`) send the update rows by binary "
+            f"- {r.name}'s shipped writes (`apply_charges_postgresql`) send the update rows by "
+            "binary "
             "COPY into a temporary table (`slicehub_meter_tick`, created if absent and kept "
             "by the connection, `ON COMMIT DELETE ROWS`), apply them with one "
             "`UPDATE sessions ... FROM` it joined on id and `metered_until`, and COPY the "
@@ -967,7 +975,7 @@ def notes(results: list[DatabaseResult]) -> list[str]:
         "key. One charge row per session per tick: at 20,000 sessions and the default 10 s "
         "interval that is 7.2 million rows an hour. Holds and balances do not read them: they "
         "read each project's closed totals and its active sessions "
-        "(`slicehub.quota.hold.load_states`); "
+        "(`slicehub.quota.states.load_states`); "
         "statements (`slicehub.quota.statement`) do.",
         "- Timings are wall time on a shared machine (load average beside the verdict), with the "
         "PostgreSQL server on the same cores and the garbage collector on; shipped and "

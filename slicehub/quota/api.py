@@ -19,8 +19,9 @@ from tornado import web
 from slicehub.common import clock
 from slicehub.common.quota_client import RELEASE_REASONS
 
+from .errors import LedgerError
 from .hold import HoldRequest
-from .ledger import LedgerError, LedgerReader, session_view
+from .reader import LedgerReader, session_view
 
 STAFF = "custom:quota:staff"
 HOLDS = "custom:quota:holds"

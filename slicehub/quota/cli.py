@@ -1,11 +1,12 @@
 """`slicehub admin …`, `slicehub statement`, `slicehub report`: the ledger from a terminal.
 
 Decides how what staff type becomes ledger calls: money, times and rates are parsed and
-checked here, a class roster is read and checked in full, and only then is the ledger opened.
-Every verb that writes does so in one database transaction (see `_one_transaction`), so a
-refused or failed command leaves the ledger as it was. It does not decide who may do what:
-whoever can run this command and reach the database is staff; `--actor` names them in the
-audit log.
+checked first (`slicehub.quota.cli_input`), a class roster is read and checked in full, and only
+then is the ledger opened. Every verb that writes does so in one database transaction (see
+`Ledger.transaction`), so a refused or failed command leaves the ledger as it was. The read-only
+verbs (projects, balance, audit, statements, reports) are `slicehub.quota.cli_reports`. It
+does not decide who may do what: whoever can run this command and reach the database is staff;
+`--actor` names them in the audit log.
 
 Errors are one sentence on stderr and exit status 2. The ledger itself (slicehub.quota.ledger)
 decides every rule about money; this module only refuses what cannot be meant (a negative amount, a
@@ -17,33 +18,48 @@ time without a zone) before the ledger sees it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pwd
-import re
 import sys
-import tempfile
-from datetime import date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from slicehub.common import clock
-from slicehub.common.money import format_money, parse_cents
+from slicehub.common.money import format_money
+from slicehub.settings import Settings
 
 from . import statement
-from .ledger import POLICIES, ROLES, Ledger, LedgerError, NewMember
-from .pricing import BASIS_POINTS
-from .roster import RosterError, normalise_username, read_roster
-from .statement import CENTRE_TZ, hkt, rate_text
-
-REPO = Path(__file__).resolve().parent.parent
-MAX_CENTS = 10**13  # HK$100 billion: the ledger calls anything larger absurd
-MAX_PRICE_CENTS = 100_000_00  # HK$100,000 per slice-hour: far above any list price
-_MONEY_TEXT = re.compile(r"^(HK\$\s*)?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$")
-_SLICE_TYPE = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
+from .admin import POLICIES, ROLES, NewMember
+from .cli_input import (
+    MAX_PRICE_CENTS,
+    WINDOW_EXAMPLE,
+    CliError,
+    parse_limit,
+    parse_money,
+    parse_period,
+    parse_rate,
+    parse_slice_type,
+    parse_text,
+    parse_types,
+    parse_username,
+    parse_when,
+    parse_window,
+)
+from .cli_reports import (
+    check_output,
+    show_audit,
+    show_balance,
+    show_projects,
+    write_scheme_report,
+    write_statement,
+)
+from .errors import MAX_CENTS, LedgerError
+from .ledger import Ledger
+from .roster import RosterError, read_roster
+from .statement_render import hkt, rate_text
 
 FORMATS = """\
 amounts   Hong Kong dollars, at most two decimals: 50000.00, 50,000.00 or HK$50000.
@@ -53,14 +69,11 @@ times     ISO 8601 with a UTC offset: 2026-11-24T09:00+08:00 (Z for UTC). A time
           window's end) the end of that day, so --from 2026-11-01 --until 2027-10-31 covers
           both days.
 rates     70% or 0.7.
-database  --db, else $SLICEHUB_LEDGER_URL, else .data/ledger.sqlite (in $SLICEHUB_DATA_DIR or
-          the repository); the schema is brought up to date first.
+database  --db, else $SLICEHUB_LEDGER_URL, else ledger.sqlite in the data directory
+          ($SLICEHUB_DATA_DIR, default .data in the working directory); the schema is brought
+          up to date first.
 errors    one sentence on stderr, exit status 2, nothing written.
 """
-
-
-class CliError(ValueError):
-    """A command refused before the ledger sees it."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,118 +81,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: {message} (see --help).\n")
-
-
-# -- what people type -----------------------------------------------------------------------
-
-
-def parse_money(text: str, what: str = "amount", limit: int = MAX_CENTS) -> int:
-    """ "50,000.00" -> 5000000 cents; negative, inexact, malformed or absurd -> CliError."""
-    t = text.strip()
-    if t.startswith("-"):
-        raise CliError(f"The {what} {t} is negative; amounts are zero or more.")
-    if not _MONEY_TEXT.match(t):
-        raise CliError(f"The {what} {t!r} is not an amount of HK$; write it like 50000.00.")
-    try:
-        cents = parse_cents(t)
-    except ValueError as e:
-        raise CliError(f"The {what} is wrong: {e}.") from None
-    if cents > limit:
-        raise CliError(
-            f"The {what} of {format_money(cents)} is absurd (more than {format_money(limit)})."
-        )
-    return cents
-
-
-def parse_rate(text: str) -> int:
-    """ "70%" or "0.7" -> 7000 basis points."""
-    t = text.strip()
-    percent = t.endswith("%")
-    try:
-        value = Decimal(t.removesuffix("%").strip())
-    except InvalidOperation:
-        value = Decimal("NaN")
-    if not value.is_finite():
-        raise CliError(f"The rate {t!r} is not a rate; write it like 70% or 0.7.")
-    if not percent and value > 1:
-        raise CliError(f"The rate {t!r} is ambiguous; write {t}% or {value / 100}.")
-    bp = value * BASIS_POINTS / (100 if percent else 1)
-    if not 0 <= bp <= BASIS_POINTS:
-        raise CliError(f"The rate {t!r} is outside 0% to 100%.")
-    if bp != bp.to_integral_value():
-        raise CliError(f"The rate {t!r} is finer than 0.01%.")
-    return int(bp)
-
-
-def parse_when(text: str, *, end: bool = False, now: datetime | None = None) -> datetime:
-    """An ISO 8601 time with an offset, or a plain date in Hong Kong time (see FORMATS)."""
-    t = text.strip()
-    if t == "now":
-        return now or clock.utcnow()
-    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", t):
-        try:
-            d = date.fromisoformat(t)
-        except ValueError:
-            raise CliError(f"{t!r} is not a date.") from None
-        moment = datetime(d.year, d.month, d.day, tzinfo=CENTRE_TZ)
-        moment = moment + timedelta(days=1) if end else moment
-    else:
-        try:
-            moment = datetime.fromisoformat(t)
-        except ValueError:
-            raise CliError(
-                f"{t!r} is not a time; write it like 2026-11-24T09:00+08:00 or 2026-11-24."
-            ) from None
-        if moment.tzinfo is None:
-            raise CliError(f"{t!r} has no UTC offset; write it like {t}+08:00 for Hong Kong.")
-    if not 2000 <= moment.year <= 2100:
-        raise CliError(f"{t!r} is not a year the ledger expects; check the date.")
-    return moment
-
-
-def parse_period(start: str, until: str, what: str) -> tuple[datetime, datetime]:
-    a, b = parse_when(start), parse_when(until, end=True)
-    if b <= a:
-        raise CliError(f"The {what} ends before it starts ({hkt(a)} to {hkt(b)} HKT).")
-    return a, b
-
-
-def parse_window(text: str) -> tuple[datetime, datetime]:
-    """ "2026-11-24T09:00+08:00/2026-11-24T12:00+08:00" -> (start, end)."""
-    parts = text.split("/")
-    if len(parts) != 2:
-        raise CliError(f"The window {text!r} is not START/END, e.g. {_WINDOW_EXAMPLE}.")
-    return parse_period(parts[0], parts[1], f"class window {text!r}")
-
-
-_WINDOW_EXAMPLE = "2026-11-24T09:00+08:00/2026-11-24T12:00+08:00"
-
-
-def parse_types(text: str) -> list[str]:
-    types = [t.strip() for t in text.split(",") if t.strip()]
-    if not types:
-        raise CliError("List the slice types the project may use, or '*' for all.")
-    if "*" in types:
-        if len(types) > 1:
-            raise CliError("Give either '*' (every slice type) or a list of types, not both.")
-        return types
-    for t in types:
-        if not _SLICE_TYPE.match(t):
-            raise CliError(f"{t!r} is not a slice type name, e.g. h100.1g.10gb.")
-    if len(set(types)) != len(types):
-        raise CliError(f"A slice type is listed twice in {text!r}.")
-    return types
-
-
-def parse_text(text: str, what: str, limit: int, empty: bool = False) -> str:
-    t = text.strip()
-    if not t and not empty:
-        raise CliError(f"The {what} is empty.")
-    if len(t) > limit:
-        raise CliError(f"The {what} is longer than {limit} characters.")
-    if any(ord(c) < 32 for c in t):
-        raise CliError(f"The {what} contains control characters.")
-    return t
 
 
 def _arg(convert, *args, **kwargs):
@@ -195,29 +96,10 @@ def _arg(convert, *args, **kwargs):
     return typed
 
 
-def parse_month(text: str) -> str:
-    try:
-        starts, _ = statement.month_bounds(text)
-    except LedgerError as e:
-        raise CliError(str(e)) from None
-    return f"{starts:%Y-%m}"
-
-
-def parse_out(text: str) -> Path:
-    out = Path(text)
-    folder = out.resolve().parent
-    if not folder.is_dir():
-        raise CliError(f"Cannot write {out}: the folder {folder} does not exist.")
-    if out.is_dir():
-        raise CliError(f"Cannot write {out}: it is a folder.")
-    return out
-
-
 def default_db_url() -> str:
-    if os.environ.get("SLICEHUB_LEDGER_URL"):
-        return os.environ["SLICEHUB_LEDGER_URL"]
-    data = Path(os.environ.get("SLICEHUB_DATA_DIR", REPO / ".data")).resolve()
-    return f"sqlite:///{data / 'ledger.sqlite'}"
+    """The deployment's ledger (`slicehub.settings.Settings`): $SLICEHUB_LEDGER_URL, else
+    SQLite ledger.sqlite in the data directory."""
+    return Settings().ledger_url
 
 
 def default_actor() -> str:
@@ -419,100 +301,6 @@ def _course_window(args, ledger: Ledger, now: datetime) -> None:
     print(f"Added {len(windows)} class window(s) to {args.slug}.")
 
 
-def _projects(args, ledger: Ledger, now: datetime) -> None:
-    rows = statement.project_overview(ledger)
-    if not rows:
-        print("No projects yet.")
-        return
-    print(
-        f"{'project':<24} {'scheme':<16} {'policy':<10} {'valid (HKT)':<23} "
-        f"{'slice types':<28} {'subsidy left':>16}"
-    )
-    for p, scheme in rows:
-        bal = ledger.balance(p.slug, now)
-        types = ",".join(json.loads(p.allowed_slice_types))
-        slug = p.slug + (" (course)" if p.is_course else "")
-        valid = f"{hkt(p.valid_from, '%Y-%m-%d')}..{hkt(p.valid_until, '%Y-%m-%d')}"
-        print(
-            f"{slug:<24} {scheme.name:<16} {p.policy:<10} {valid:<23} "
-            f"{types:<28} {format_money(bal.subsidy_left_cents):>16}"
-        )
-
-
-def _balance(args, ledger: Ledger, now: datetime) -> None:
-    [(p, scheme)] = statement.project_overview(ledger, args.project)
-    usage = statement.member_usage(ledger, args.project, args.member) if args.member else None
-    b = ledger.balance(args.project, now)
-    lines = [
-        ("grants in force", b.grants_cents),
-        ("subsidy charged", b.subsidy_charged_cents),
-        ("subsidy held", b.subsidy_held_cents),
-        ("subsidy left", b.subsidy_left_cents),
-        ("co-pay charged", b.copay_charged_cents),
-    ]
-    if p.policy == "full_price":
-        lines += [("credit limit", b.credit_limit_cents), ("credit left", b.credit_left_cents)]
-    print(
-        f"{p.slug}: {p.name} ({p.organisation}, PI {p.pi}); scheme {scheme.name} at "
-        f"{rate_text(scheme.subsidy_rate_bp)}; policy {p.policy}; as of {hkt(now)} HKT"
-    )
-    for label, cents in lines:
-        print(f"  {label:<18} {format_money(cents):>18}")
-    if usage is not None:
-        cap = format_money(usage.cap_cents) if usage.cap_cents is not None else "no cap"
-        print(
-            f"  {usage.username} ({usage.role}): {format_money(usage.used_cents)} of subsidy "
-            f"used or held; cap {cap}"
-        )
-
-
-def _audit(args, ledger: Ledger, now: datetime) -> None:
-    for e in statement.recent_audit(ledger, args.limit):
-        at = hkt(e.at, "%Y-%m-%d %H:%M:%S")
-        print(f"{at}  {e.actor:<16} {e.action:<16} {e.subject}  {e.detail}")
-
-
-def _write(text: str, out: Path | None) -> None:
-    """To stdout, or to `out` in full or not at all (written beside it, then renamed)."""
-    if out is None:
-        sys.stdout.write(text)
-        return
-    folder = parse_out(str(out)).resolve().parent
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{out.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    print(f"Wrote {out}.", file=sys.stderr)
-
-
-def _check_output(args, now: datetime) -> None:
-    if getattr(args, "month", None) is not None:
-        args.month = parse_month(args.month)
-    if args.out is not None:
-        args.out = parse_out(args.out)
-
-
-def _statement(args, ledger: Ledger, now: datetime) -> None:
-    st = statement.monthly_statement(ledger, args.project, args.month, now)
-    text = statement.statement_html(st) if args.format == "html" else statement.statement_csv(st)
-    _write(text, args.out)
-
-
-def _report_scheme(args, ledger: Ledger, now: datetime) -> None:
-    names = [args.scheme] if args.scheme else statement.scheme_names(ledger)
-    reports = [statement.scheme_report(ledger, n, now) for n in names]
-    if args.format == "html":
-        text = statement.scheme_report_html(reports, now)
-    else:
-        text = statement.scheme_report_csv(reports)
-    _write(text, args.out)
-
-
 def _runner(verb, check=None):
     """Check everything typed (`check`) first, open the ledger second, then `verb`; every
     refusal is one line on stderr and status 2."""
@@ -643,7 +431,7 @@ def add_commands(sub) -> None:
     member = _group(admin, "member", "project members")
     p = _leaf(member, "add", _member_add, "add a member to a project")
     p.add_argument("project")
-    p.add_argument("user", type=_arg(_username), help="their hub user name")
+    p.add_argument("user", type=_arg(parse_username), help="their hub user name")
     p.add_argument("--role", choices=ROLES, default="member")
     p.add_argument(
         "--cap",
@@ -659,7 +447,7 @@ def add_commands(sub) -> None:
     p = _leaf(
         price, "set", _price_set, "set a slice type's list price from a date on", check=_check_price
     )
-    p.add_argument("slice_type", type=_arg(_slice_type))
+    p.add_argument("slice_type", type=_arg(parse_slice_type))
     p.add_argument(
         "--per-hour",
         required=True,
@@ -686,14 +474,16 @@ def add_commands(sub) -> None:
     _project_options(p, course=True)
     p.add_argument("--roster", required=True, type=Path, metavar="CSV", help=_ROSTER_HELP)
     p.add_argument("--student-cap", required=True, type=money("student cap"), metavar="HK$")
-    p.add_argument("--slice-type", required=True, type=_arg(_slice_type), help="e.g. h100.1g.10gb")
+    p.add_argument(
+        "--slice-type", required=True, type=_arg(parse_slice_type), help="e.g. h100.1g.10gb"
+    )
     p.add_argument(
         "--window",
         required=True,
         action="append",
         type=_arg(parse_window),
         metavar="START/END",
-        help=f"a class window (repeat for each), e.g. {_WINDOW_EXAMPLE}",
+        help=f"a class window (repeat for each), e.g. {WINDOW_EXAMPLE}",
     )
     p.add_argument("--grant", type=money("grant"), metavar="HK$", help="a grant over the dates")
     p.add_argument("--note", default="", type=_arg(parse_text, "note", 500, empty=True))
@@ -712,14 +502,18 @@ def add_commands(sub) -> None:
         "--window", required=True, action="append", type=_arg(parse_window), metavar="START/END"
     )
 
-    _leaf(admin, "projects", _projects, "list projects with their subsidy left", actor=False)
-    p = _leaf(admin, "balance", _balance, "show a project's balance", actor=False)
+    _leaf(admin, "projects", show_projects, "list projects with their subsidy left", actor=False)
+    p = _leaf(admin, "balance", show_balance, "show a project's balance", actor=False)
     p.add_argument("project")
-    p.add_argument("--member", type=_arg(_username), help="also show this member's use and cap")
-    p = _leaf(admin, "audit", _audit, "show the newest audit log entries", actor=False)
-    p.add_argument("--limit", type=_arg(_limit), default=20, metavar="N", help="default 20")
+    p.add_argument(
+        "--member", type=_arg(parse_username), help="also show this member's use and cap"
+    )
+    p = _leaf(admin, "audit", show_audit, "show the newest audit log entries", actor=False)
+    p.add_argument("--limit", type=_arg(parse_limit), default=20, metavar="N", help="default 20")
 
-    p = _leaf(sub, "statement", _statement, "a project's monthly statement", False, _check_output)
+    p = _leaf(
+        sub, "statement", write_statement, "a project's monthly statement", False, check_output
+    )
     p.add_argument("--project", required=True)
     p.add_argument("--month", required=True, metavar="YYYY-MM", help="in Hong Kong time")
     p.add_argument("--format", choices=("csv", "html"), default="csv")
@@ -727,7 +521,12 @@ def add_commands(sub) -> None:
 
     report = _group(sub, "report", "reports for the scheme's committee")
     p = _leaf(
-        report, "scheme", _report_scheme, "subsidy disbursed per project", False, _check_output
+        report,
+        "scheme",
+        write_scheme_report,
+        "subsidy disbursed per project",
+        False,
+        check_output,
     )
     p.add_argument("--scheme", help="one scheme (default: every scheme)")
     p.add_argument("--format", choices=("csv", "html"), default="csv")
@@ -739,30 +538,6 @@ _ROSTER_HELP = "UTF-8 CSV with a header row: username (required), name, email; o
 
 def money(what: str, limit: int = MAX_CENTS):
     return _arg(parse_money, what, limit=limit)
-
-
-def _username(text: str) -> str:
-    try:
-        return normalise_username(text)
-    except ValueError as e:
-        raise CliError(str(e)[:1].upper() + str(e)[1:] + ".") from None
-
-
-def _slice_type(text: str) -> str:
-    t = text.strip()
-    if not _SLICE_TYPE.match(t):
-        raise CliError(f"{t!r} is not a slice type name, e.g. h100.1g.10gb.")
-    return t
-
-
-def _limit(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise CliError(f"{text!r} is not a whole number.") from None
-    if not 1 <= n <= 10_000:
-        raise CliError("The limit must be from 1 to 10000.")
-    return n
 
 
 def main(argv: list[str] | None = None) -> int:

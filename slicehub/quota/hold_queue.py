@@ -4,8 +4,8 @@ A class of 200 pressing "Start" in the same second sends 200 hold requests at on
 transaction each, they queue behind each other's project locks and commits (the last one waits for
 all the others: seconds, see bench/results/hold_latency.md). Here they are gathered instead: while
 one batch is being decided, every request that arrives joins the next one, and each batch is one
-transaction with a fixed number of statements (`slicehub.quota.hold.open_sessions`), decided in
-arrival order. A lone request is a batch of one and waits for nothing.
+transaction with a fixed number of statements (`slicehub.quota.ledger.Ledger.open_sessions`),
+decided in arrival order. A lone request is a batch of one and waits for nothing.
 
 One worker, so batches never contend with each other for the projects' row locks. If a batch
 fails as a whole (the database went away, a constraint fired), its requests are decided again
@@ -17,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .hold import HeldSession, HoldRequest, LedgerError
+from .errors import LedgerError
+from .hold import HeldSession, HoldRequest
 from .ledger import Ledger
 
 log = logging.getLogger("slicehub.quota")

@@ -27,13 +27,15 @@ from sqlalchemy import case, func, select
 from tornado import web
 
 from slicehub.common import clock
-from slicehub.common.money import format_money
+from slicehub.common.money import format_money, subsidy_of
 
 from .api import STAFF, QuotaHandler
-from .ledger import Ledger, LedgerReader, session_view
+from .ledger import Ledger
 from .models import Charge, Price, Project, Session
-from .pricing import PriceBook, subsidy_of
-from .statement import CENTRE_TZ, Amounts, DaySpend, _environment, daily_chart, month_bounds
+from .pricing import PriceBook
+from .reader import LedgerReader, session_view
+from .statement import CENTRE_TZ, Amounts, DaySpend, month_bounds
+from .statement_render import daily_chart, template_environment
 
 DAYS_CHARTED = 30
 STAFF_ROWS = 1000  # running sessions listed on the staff page; the totals count them all
@@ -133,7 +135,7 @@ class ProjectUsage:
     project: dict  # the API's project view: balances as the ledger enforces them now
     this_month: Amounts
     days: list[DaySpend]  # the last DAYS_CHARTED days
-    chart: dict  # slicehub.quota.statement.daily_chart of `days`
+    chart: dict  # slicehub.quota.statement_render.daily_chart of `days`
     sessions: list[dict]  # the user's sessions in the project, newest first (API views)
 
     @property
@@ -241,7 +243,7 @@ def staff_view(
 
 @functools.cache
 def environment():
-    env = _environment()  # the statements' environment: money, hkt and rate filters
+    env = template_environment()  # the statements' environment: money, hkt and rate filters
     env.filters["time"] = time_tag
     env.filters["per_hour"] = per_hour
     env.globals["state"] = session_state

@@ -10,7 +10,8 @@ The rounding rule (one rule, applied everywhere):
 
 So the parts of every charge sum to its list cost to the cent, and what a session is charged
 does not depend on how often metering ran: ticking every second or once at the end charges the
-same cents. Rates are basis points (7000 = 70%).
+same cents. Rates are basis points (7000 = 70%); the scheme's share of a list amount is
+`slicehub.common.money.subsidy_of`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
 
-BASIS_POINTS = 10_000
+from slicehub.common.money import subsidy_of
+
 MICROS_PER_HOUR = 3_600_000_000
 
 
@@ -67,14 +69,14 @@ class PriceSchedule:
 
     def _micro_cents(self, start: datetime, end: datetime) -> int:
         """Cents x microseconds / hour: sum of price x duration, before the one division."""
-        return sum(price * _micros(b - a) for a, b, price in self.pieces(start, end))
+        return sum(price * micros(b - a) for a, b, price in self.pieces(start, end))
 
     def end_for_budget(self, start: datetime, budget_cents: int, limit: datetime) -> datetime:
         """The latest end (whole seconds, ≤ limit) such that cost(start, end) ≤ budget_cents."""
         remaining = Fraction(budget_cents)
         t = start
         for a, b, price in self.pieces(start, limit):
-            piece = Fraction(price) * Fraction(_micros(b - a), 3_600_000_000)
+            piece = Fraction(price) * Fraction(micros(b - a), MICROS_PER_HOUR)
             if piece <= remaining:
                 remaining -= piece
                 t = b
@@ -87,15 +89,9 @@ class PriceSchedule:
         return t
 
 
-def _micros(delta: timedelta) -> int:
+def micros(delta: timedelta) -> int:
+    """A length of time in whole microseconds (exact, unlike `total_seconds`)."""
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def subsidy_of(list_cents: int, rate_bp: int) -> int:
-    """The scheme's share of a running list total: rate times list, rounded down to the cent."""
-    if not 0 <= rate_bp <= BASIS_POINTS:
-        raise ValueError(f"subsidy rate {rate_bp} bp is outside 0..10000")
-    return list_cents * rate_bp // BASIS_POINTS
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from slicehub.common.names import USERNAME
+
 MAX_STUDENTS = 5000
 MAX_BYTES = 5 * 1024 * 1024  # 5,000 rows of name and e-mail fit in well under 1 MiB
-USERNAME = re.compile(r"^[a-z0-9._@-]{1,100}$")  # the ledger's rule, after lowercasing
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _OTHER_DELIMITERS = {";": "semicolons", "\t": "tabs", "|": "vertical bars"}
 MAX_NAME = 200
@@ -72,7 +73,7 @@ def normalise_username(raw: str) -> str:
         raise ValueError("the user name is empty")
     if len(name) > 100:
         raise ValueError(f"user name {raw.strip()[:20]!r}… is longer than 100 characters")
-    if not USERNAME.match(name):
+    if not USERNAME.fullmatch(name):  # the ledger's rule, on the lowercased name
         raise ValueError(f"user name {raw.strip()!r} may contain only letters, digits and . _ @ -")
     return name
 
@@ -173,7 +174,7 @@ def _header(reader, source: str) -> tuple[list[str], int]:
         if "username" not in columns:
             first = row[0].strip()
             headerish = any(c in _HEADER_WORDS for c in columns)
-            if not headerish and (USERNAME.match(first.lower()) or any("@" in c for c in row)):
+            if not headerish and (USERNAME.fullmatch(first.lower()) or any("@" in c for c in row)):
                 raise RosterError(
                     source,
                     line,

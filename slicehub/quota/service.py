@@ -39,8 +39,9 @@ from slicehub.common import clock
 
 from . import api, pages
 from .hold_queue import HoldQueue
-from .ledger import Ledger, LedgerReader
+from .ledger import Ledger
 from .metrics import LedgerCollector
+from .reader import LedgerReader
 
 log = logging.getLogger("slicehub.quota")
 

@@ -1,8 +1,9 @@
 """Monthly statements per project, the scheme report, and the other read-only views staff use.
 
-Decides which charges belong to which month and day, how they add up per session, and how a
-statement is written out (CSV for spreadsheets, a self-contained HTML page with a chart of daily
-spend for people). It only reads the ledger; it never changes it.
+Decides which charges belong to which month and day and how they add up per session and per
+project. It only reads the ledger; it never changes it. How a statement is written out (CSV for
+spreadsheets, a self-contained HTML page with a chart of daily spend for people) is
+`slicehub.quota.statement_render`.
 
 Months and days are the centre's: Hong Kong time (UTC+08:00, no daylight saving), so a
 statement for "2026-11" covers 2026-11-01 00:00 to 2026-12-01 00:00 HKT. A charge is one
@@ -17,27 +18,24 @@ the sum of the month's charges to the cent, and subsidy + co-pay = list cost on 
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from sqlalchemy import func, select
 
 from slicehub.common import clock
-from slicehub.common.money import format_money
 
-from .ledger import Balance, Ledger, LedgerError
+from .errors import LedgerError
+from .ledger import Balance, Ledger
 from .models import AuditEntry, Charge, Grant, Member, Price, Project, Scheme, Session
-from .pricing import BASIS_POINTS
+from .pricing import MICROS_PER_HOUR, micros
+from .store import find_project
 
 CENTRE_TZ = timezone(timedelta(hours=8), "HKT")  # Hong Kong: no DST since 1979
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_MICROS_PER_HOUR = 3_600_000_000
 _CHUNK = 500  # ids per IN (...) query
 
 
@@ -162,12 +160,8 @@ def _day_of(period_end: datetime) -> date:
     return (period_end - timedelta(microseconds=1)).astimezone(CENTRE_TZ).date()
 
 
-def _hours(micros: int) -> Decimal:
-    return (Decimal(micros) / _MICROS_PER_HOUR).quantize(Decimal("0.0001"), ROUND_HALF_EVEN)
-
-
-def _micros(delta: timedelta) -> int:
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+def _hours(length_micros: int) -> Decimal:
+    return (Decimal(length_micros) / MICROS_PER_HOUR).quantize(Decimal("0.0001"), ROUND_HALF_EVEN)
 
 
 # -- the monthly statement ----------------------------------------------------------------
@@ -184,7 +178,7 @@ def monthly_statement(
     """
     starts, ends = month_bounds(month)
     with ledger.session() as db:
-        p = _project(db, project)
+        p = find_project(db, project)
         scheme = db.get(Scheme, p.scheme_id)
         per_session: dict[int, list] = defaultdict(lambda: [0, Amounts()])
         per_day: dict[date, Amounts] = defaultdict(Amounts)
@@ -209,13 +203,13 @@ def monthly_statement(
         )
         for sid, pstart, pend, lst, sub, cop, kind in db.execute(q):
             amounts = Amounts(lst, sub, cop)
-            micros = _micros(pend - pstart) * (-1 if kind == "reversal" else 1)
+            length = micros(pend - pstart) * (-1 if kind == "reversal" else 1)
             acc = per_session[sid]
-            acc[0] += micros
+            acc[0] += length
             acc[1] = acc[1] + amounts
             per_day[_day_of(pend)] += amounts
             total += amounts
-            total_micros += micros
+            total_micros += length
             n += 1
         sessions = {}
         ids = list(per_session)
@@ -231,10 +225,10 @@ def monthly_statement(
                 sessions[sid].slice_type,
                 sessions[sid].started_at,
                 sessions[sid].stopped_at,
-                micros,
+                length,
                 amounts,
             )
-            for sid, (micros, amounts) in per_session.items()
+            for sid, (length, amounts) in per_session.items()
         ),
         key=lambda r: (r.started_at, r.session_id),
     )
@@ -338,7 +332,7 @@ def project_overview(ledger: Ledger, project: str | None = None) -> list[tuple[P
     with ledger.session() as db:
         q = select(Project, Scheme).join(Scheme, Scheme.id == Project.scheme_id)
         if project is not None:
-            _project(db, project)
+            find_project(db, project)
             q = q.where(Project.slug == project)
         return [tuple(r) for r in db.execute(q.order_by(Project.slug)).all()]
 
@@ -346,7 +340,7 @@ def project_overview(ledger: Ledger, project: str | None = None) -> list[tuple[P
 def project_members(ledger: Ledger, project: str) -> dict[str, str]:
     """username -> role for `project`. Raises LedgerError (404)."""
     with ledger.session() as db:
-        p = _project(db, project)
+        p = find_project(db, project)
         return dict(
             db.execute(select(Member.username, Member.role).where(Member.project_id == p.id)).all()
         )
@@ -370,7 +364,7 @@ def member_usage(ledger: Ledger, project: str, username: str) -> MemberUsage:
     """What `username` has drawn from `project`'s subsidy (charged and held) against the cap
     the ledger applies to them. Raises LedgerError (404) for an unknown project or member."""
     with ledger.session() as db:
-        p = _project(db, project)
+        p = find_project(db, project)
         m = db.scalar(select(Member).where(Member.project_id == p.id, Member.username == username))
         if m is None:
             raise LedgerError(f"{username} is not a member of project {project}.", 404)
@@ -387,273 +381,7 @@ def recent_audit(ledger: Ledger, limit: int = 20) -> list[AuditEntry]:
         )
 
 
-def _project(db, slug: str) -> Project:
-    p = db.scalar(select(Project).where(Project.slug == slug))
-    if p is None:
-        raise LedgerError(f"There is no project {slug!r}.", 404)
-    return p
-
-
 def _header(p: Project, scheme: Scheme) -> ProjectHeader:
     return ProjectHeader(
         p.slug, p.name, p.organisation, p.pi, scheme.name, scheme.subsidy_rate_bp, p.is_course
-    )
-
-
-# -- writing it out -----------------------------------------------------------------------
-
-
-def money_plain(cents: int) -> str:
-    """12345 -> "123.45", -5 -> "-0.05": for CSV, where a currency sign stops a spreadsheet."""
-    sign = "-" if cents < 0 else ""
-    whole, part = divmod(abs(cents), 100)
-    return f"{sign}{whole}.{part:02d}"
-
-
-def hkt(moment: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    return moment.astimezone(CENTRE_TZ).strftime(fmt) if moment is not None else ""
-
-
-def rate_text(rate_bp: int) -> str:
-    pct = Decimal(rate_bp) * 100 / BASIS_POINTS
-    return f"{pct.normalize():f}%"
-
-
-def _iso(moment: datetime | None) -> str:
-    return moment.astimezone(CENTRE_TZ).replace(microsecond=0).isoformat() if moment else ""
-
-
-def _text_cell(value: str) -> str:
-    """Text a spreadsheet must not run as a formula (names are typed by people)."""
-    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
-
-
-STATEMENT_COLUMNS = [
-    "session",
-    "user",
-    "slice_type",
-    "start",
-    "stop",
-    "slice_hours",
-    "list_cost_hkd",
-    "subsidy_hkd",
-    "copay_hkd",
-]
-
-
-def statement_csv(st: MonthlyStatement) -> str:
-    """One row per session, then a `total` row; times ISO 8601 in HKT, money in HK$ (no sign)."""
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(STATEMENT_COLUMNS)
-    for r in st.rows:
-        w.writerow(
-            [
-                r.session_id,
-                r.username,
-                r.slice_type,
-                _iso(r.started_at),
-                _iso(r.stopped_at),
-                f"{r.slice_hours:.4f}",
-                money_plain(r.amounts.list_cents),
-                money_plain(r.amounts.subsidy_cents),
-                money_plain(r.amounts.copay_cents),
-            ]
-        )
-    w.writerow(
-        [
-            "total",
-            "",
-            "",
-            _iso(st.starts),
-            _iso(st.ends),
-            f"{st.total_slice_hours:.4f}",
-            money_plain(st.total.list_cents),
-            money_plain(st.total.subsidy_cents),
-            money_plain(st.total.copay_cents),
-        ]
-    )
-    return out.getvalue()
-
-
-SCHEME_COLUMNS = [
-    "scheme",
-    "project",
-    "name",
-    "organisation",
-    "pi",
-    "course",
-    "grants_awarded_hkd",
-    "grants_in_force_hkd",
-    "list_cost_hkd",
-    "subsidy_disbursed_hkd",
-    "copay_hkd",
-    "subsidy_held_hkd",
-    "subsidy_left_hkd",
-]
-
-
-def scheme_report_csv(reports: list[SchemeReport]) -> str:
-    """One row per project, each scheme ending with a `total` row."""
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(SCHEME_COLUMNS)
-    for rep in reports:
-        for x in rep.lines:
-            w.writerow(
-                [
-                    _text_cell(rep.name),
-                    x.slug,
-                    _text_cell(x.name),
-                    _text_cell(x.organisation),
-                    _text_cell(x.pi),
-                    "yes" if x.is_course else "no",
-                    money_plain(x.grants_awarded_cents),
-                    money_plain(x.balance.grants_cents),
-                    money_plain(x.charged.list_cents),
-                    money_plain(x.charged.subsidy_cents),
-                    money_plain(x.charged.copay_cents),
-                    money_plain(x.balance.subsidy_held_cents),
-                    money_plain(x.balance.subsidy_left_cents),
-                ]
-            )
-        t = rep.totals
-        w.writerow(
-            [
-                _text_cell(rep.name),
-                "total",
-                "",
-                "",
-                "",
-                "",
-                *(
-                    money_plain(t[k])
-                    for k in (
-                        "grants_awarded",
-                        "grants_in_force",
-                        "list_charged",
-                        "subsidy_disbursed",
-                        "copay",
-                        "subsidy_held",
-                        "subsidy_left",
-                    )
-                ),
-            ]
-        )
-    return out.getvalue()
-
-
-# The chart's geometry (SVG user units); the page scales it to its width.
-CHART_W, CHART_H = 760, 280
-_PAD_L, _PAD_R, _PAD_T, _PAD_B = 92, 12, 16, 40
-
-
-def daily_chart(days: list[DaySpend]) -> dict:
-    """Bars for the daily-spend chart: subsidy below, co-pay stacked on it, list cost = both.
-
-    A day whose parts are negative (only reversals that day) draws as zero; the table beside
-    the chart has the exact numbers.
-    """
-    plot_w = CHART_W - _PAD_L - _PAD_R
-    plot_h = CHART_H - _PAD_T - _PAD_B
-    top = max([d.amounts.list_cents for d in days] + [0])
-    scale_max = _nice_ceiling(top)
-    slot = plot_w / max(len(days), 1)
-    bar_w = max(slot * 0.7, 1.0)
-    bars = []
-    for i, d in enumerate(days):
-        sub = max(d.amounts.subsidy_cents, 0)
-        cop = max(d.amounts.copay_cents, 0)
-        h_sub = plot_h * sub / scale_max
-        h_cop = plot_h * cop / scale_max
-        x = _PAD_L + i * slot + (slot - bar_w) / 2
-        base = _PAD_T + plot_h
-        bars.append(
-            {
-                "x": round(x, 2),
-                "w": round(bar_w, 2),
-                "sub_y": round(base - h_sub, 2),
-                "sub_h": round(h_sub, 2),
-                "cop_y": round(base - h_sub - h_cop, 2),
-                "cop_h": round(h_cop, 2),
-                "label_x": round(_PAD_L + i * slot + slot / 2, 2),
-                "day": d.day.day,
-                "show_label": d.day.day == 1 or d.day.day % 5 == 0,
-                "title": (
-                    f"{d.day:%d %b}: {format_money(d.amounts.list_cents)} list cost, "
-                    f"{format_money(d.amounts.subsidy_cents)} subsidy, "
-                    f"{format_money(d.amounts.copay_cents)} co-pay"
-                ),
-            }
-        )
-    ticks = [
-        {
-            "y": round(_PAD_T + plot_h - plot_h * k / 4, 2),
-            "label": format_money(scale_max * k // 4),
-        }
-        for k in range(5)
-    ]
-    return {
-        "width": CHART_W,
-        "height": CHART_H,
-        "left": _PAD_L,
-        "right": CHART_W - _PAD_R,
-        "base": _PAD_T + plot_h,
-        "bars": bars,
-        "ticks": ticks,
-        "max_label": format_money(top),
-    }
-
-
-def _nice_ceiling(cents: int) -> int:
-    """The smallest 1, 2, 2.5 or 5 * 10^k cents ≥ `cents` (at least HK$1), divisible by 4."""
-    if cents <= 100:
-        return 100
-    magnitude = 10 ** (len(str(cents)) - 1)
-    for step in (1, 2, 2.5, 5, 10):
-        candidate = int(step * magnitude)
-        if candidate >= cents and candidate % 4 == 0:
-            return candidate
-    return 10 * magnitude
-
-
-def _environment() -> Environment:
-    env = Environment(
-        loader=PackageLoader("slicehub.quota", "templates"),
-        autoescape=True,  # names and user names are typed by people
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["money"] = format_money
-    env.filters["hkt"] = hkt
-    env.filters["rate"] = rate_text
-    return env
-
-
-def statement_html(st: MonthlyStatement) -> str:
-    return (
-        _environment()
-        .get_template("statement.html.j2")
-        .render(
-            kind="statement",
-            title=f"Statement for {st.project.slug}, {st.starts:%B %Y}",
-            st=st,
-            chart=daily_chart(st.days),
-            generated=hkt(st.generated_at),
-        )
-    )
-
-
-def scheme_report_html(reports: list[SchemeReport], generated_at: datetime | None = None) -> str:
-    names = ", ".join(r.name for r in reports) or "no schemes"
-    return (
-        _environment()
-        .get_template("statement.html.j2")
-        .render(
-            kind="scheme",
-            title=f"Subsidy report: {names}",
-            reports=reports,
-            generated=hkt(generated_at or clock.utcnow()),
-        )
     )

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from slicehub.quota.errors import LedgerError
 from slicehub.quota.hold import HoldRequest
 from slicehub.quota.hold_queue import HoldQueue
-from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.ledger import Ledger
 from slicehub.quota.models import Session as LedgerSession
 
 pytestmark = pytest.mark.postgres

@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 
+from slicehub.quota.errors import LedgerError
 from slicehub.quota.hold import HoldRequest
 from slicehub.quota.hold_queue import HoldQueue
-from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.ledger import Ledger
 from slicehub.quota.models import Session as LedgerSession
 
 T0 = datetime(2026, 11, 2, 1, 0, tzinfo=UTC)

@@ -6,8 +6,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
+from slicehub.quota.errors import LedgerError
 from slicehub.quota.hold import HoldRequest
-from slicehub.quota.ledger import LedgerError
 from slicehub.quota.models import AuditEntry, SessionWarning
 from slicehub.quota.models import Session as LedgerSession
 from tests.unit.rules_ledger import T0, H, project

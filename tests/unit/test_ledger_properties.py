@@ -23,11 +23,13 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import func, select
 
+from slicehub.common.money import subsidy_of
+from slicehub.quota.errors import LedgerError
 from slicehub.quota.hold import HoldRequest
-from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.ledger import Ledger
 from slicehub.quota.models import Charge, Grant, Project
 from slicehub.quota.models import Session as LedgerSession
-from slicehub.quota.pricing import PricePoint, PriceSchedule, subsidy_of
+from slicehub.quota.pricing import PricePoint, PriceSchedule
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 TYPES = {"h100.1g.10gb": 550, "h100.3g.40gb": 1650, "cpu": 80}

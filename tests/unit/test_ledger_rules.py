@@ -5,9 +5,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
+from slicehub.common.money import subsidy_of
+from slicehub.quota.errors import LedgerError
 from slicehub.quota.hold import HoldRequest
-from slicehub.quota.ledger import LedgerError
-from slicehub.quota.pricing import PricePoint, PriceSchedule, split_increment, subsidy_of
+from slicehub.quota.pricing import PricePoint, PriceSchedule, split_increment
 from tests.unit.rules_ledger import T0, H, project
 
 

@@ -11,7 +11,8 @@ from pagehtml import Page, check_accessible
 
 from slicehub.quota import pages
 from slicehub.quota.hold import HoldRequest
-from slicehub.quota.ledger import Ledger, LedgerReader
+from slicehub.quota.ledger import Ledger
+from slicehub.quota.reader import LedgerReader
 from slicehub.quota.statement import CENTRE_TZ, Amounts, monthly_statement
 
 HKT = CENTRE_TZ

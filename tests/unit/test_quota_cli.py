@@ -21,7 +21,8 @@ from sqlalchemy import MetaData, create_engine, select
 from slicehub.cli import main
 from slicehub.common import clock
 from slicehub.quota import cli as quota_cli
-from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.errors import LedgerError
+from slicehub.quota.ledger import Ledger
 from slicehub.quota.models import AuditEntry, ClassWindow, Grant, Member, Price, Project, Scheme
 from slicehub.quota.statement import CENTRE_TZ
 

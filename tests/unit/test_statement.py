@@ -14,17 +14,20 @@ from html.parser import HTMLParser
 import pytest
 from sqlalchemy import func, select
 
-from slicehub.quota.ledger import Ledger, LedgerError
+from slicehub.quota.errors import LedgerError
+from slicehub.quota.ledger import Ledger
 from slicehub.quota.models import Charge, Project
 from slicehub.quota.models import Session as LedgerSession
 from slicehub.quota.statement import (
     CENTRE_TZ,
     Amounts,
     DaySpend,
-    daily_chart,
     month_bounds,
     monthly_statement,
     scheme_report,
+)
+from slicehub.quota.statement_render import (
+    daily_chart,
     scheme_report_csv,
     scheme_report_html,
     statement_csv,

@@ -1,7 +1,7 @@
 """Alembic environment for the ledger's tables (run by Ledger.upgrade)."""
 
-from slicehub.quota.ledger_db import VERSION_TABLE
 from slicehub.quota.migrate import run_env
 from slicehub.quota.models import Base
+from slicehub.quota.store import VERSION_TABLE
 
 run_env(Base.metadata, VERSION_TABLE)

@@ -1,0 +1,180 @@
+"""Read-only queries of the ledger: what the REST API, the hub pages and the Slurm reconcile see.
+
+Every query behind the API is scoped by the caller's identity: a user's own projects, sessions
+and warnings (None: all, for staff). The views are plain JSON-ready dicts; money in cents, times
+ISO 8601. It never writes, and decides nothing about money: balances are the ledger's
+(`Ledger.balances`), as holds see them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import or_, select
+
+from .models import ClassWindow, Member, Project, Scheme, Session, SessionWarning
+
+if TYPE_CHECKING:
+    from .ledger import Balance, Ledger
+
+
+def project_view(p: Project, bal: Balance, scheme: Scheme) -> dict:
+    return {
+        "project": p.slug,
+        "name": p.name,
+        "organisation": p.organisation,
+        "policy": p.policy,
+        "subsidy_rate_bp": scheme.subsidy_rate_bp,
+        "allowed_slice_types": json.loads(p.allowed_slice_types),
+        "valid_from": p.valid_from.isoformat(),
+        "valid_until": p.valid_until.isoformat(),
+        "is_course": p.is_course,
+        "grants_cents": bal.grants_cents,
+        "subsidy_charged_cents": bal.subsidy_charged_cents,
+        "subsidy_held_cents": bal.subsidy_held_cents,
+        "subsidy_left_cents": bal.subsidy_left_cents,
+        "copay_charged_cents": bal.copay_charged_cents,
+        "credit_limit_cents": bal.credit_limit_cents,
+        "credit_left_cents": bal.credit_left_cents,
+    }
+
+
+def session_view(s: Session, project_slug: str) -> dict:
+    return {
+        "id": s.id,
+        "project": project_slug,
+        "user": s.username,
+        "server_name": s.server_name,
+        "slice_type": s.slice_type,
+        "status": s.status,
+        "started_at": s.started_at.isoformat(),
+        "end_at": s.end_at.isoformat(),
+        "stopped_at": s.stopped_at.isoformat() if s.stopped_at else None,
+        "hold_list_cents": s.hold_list_cents,
+        "hold_subsidy_cents": s.hold_subsidy_cents,
+        "charged_list_cents": s.charged_list_cents,
+        "charged_subsidy_cents": s.charged_subsidy_cents,
+        "charged_copay_cents": s.charged_list_cents - s.charged_subsidy_cents,
+        "metered_until": s.metered_until.isoformat(),
+        "begun": s.begun,
+    }
+
+
+class LedgerReader:
+    """Read-only queries of `ledger`: behind the REST API and pages, and for the reconcile."""
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+
+    def projects(self, username: str | None, now: datetime, slug: str | None = None) -> list:
+        """The projects `username` belongs to (None: all, for staff), with balances; only
+        project `slug` when given."""
+        with self.ledger.session() as db:
+            q = select(Project).order_by(Project.slug)
+            if slug is not None:
+                q = q.where(Project.slug == slug)
+            if username is not None:
+                q = q.join(Member, Member.project_id == Project.id).where(
+                    Member.username == username
+                )
+            projects = db.scalars(q).all()
+            balances = self.ledger.balances(db, [p.slug for p in projects], now)
+            views = [
+                project_view(p, balances[p.slug], db.get(Scheme, p.scheme_id)) for p in projects
+            ]
+            if username is not None:
+                for p, view in zip(projects, views, strict=True):
+                    view["member"] = self._membership(db, p, username, now)
+            return views
+
+    def _membership(self, db, p: Project, username: str, now: datetime) -> dict:
+        """What the spawn form needs to know of `username` in `p`: their role, what their cap
+        leaves them, and (a course) the class windows still to come."""
+        m = db.scalar(select(Member).where(Member.project_id == p.id, Member.username == username))
+        cap = m.cap_cents if m.cap_cents is not None else p.member_cap_cents
+        out = {"role": m.role, "cap_cents": cap, "cap_left_cents": None, "class_windows": []}
+        if cap is not None:
+            charged, held = self.ledger.member_draw(db, p, username)
+            out["cap_left_cents"] = max(cap - charged - held, 0)
+        if p.is_course:
+            windows = db.execute(
+                select(ClassWindow.starts_at, ClassWindow.ends_at)
+                .where(ClassWindow.project_id == p.id, ClassWindow.ends_at > now)
+                .order_by(ClassWindow.starts_at)
+                .limit(5)
+            ).all()
+            out["class_windows"] = [
+                {"starts_at": a.isoformat(), "ends_at": b.isoformat()} for a, b in windows
+            ]
+        return out
+
+    def is_member(self, username: str, project: str) -> bool:
+        with self.ledger.session() as db:
+            return bool(
+                db.scalar(
+                    select(Member.id)
+                    .join(Project, Project.id == Member.project_id)
+                    .where(Project.slug == project, Member.username == username)
+                )
+            )
+
+    def sessions(self, username: str | None, project: str | None, active_only=False) -> list:
+        with self.ledger.session() as db:
+            q = select(Session, Project.slug).join(Project, Project.id == Session.project_id)
+            if username is not None:
+                q = q.where(Session.username == username)
+            if project is not None:
+                q = q.where(Project.slug == project)
+            if active_only:
+                q = q.where(Session.status == "active")
+            rows = db.execute(q.order_by(Session.id.desc()).limit(500)).all()
+            return [session_view(s, slug) for s, slug in rows]
+
+    def warnings(self, username: str | None, since_id: int = 0) -> list[dict]:
+        with self.ledger.session() as db:
+            q = (
+                select(SessionWarning, Session)
+                .join(Session, Session.id == SessionWarning.session_id)
+                .where(SessionWarning.id > since_id)
+            )
+            if username is not None:
+                q = q.where(Session.username == username)
+            rows = db.execute(q.order_by(SessionWarning.id)).all()
+            return [
+                {
+                    "id": w.id,
+                    "session": s.id,
+                    "user": s.username,
+                    "server_name": s.server_name,
+                    "level": w.level,
+                    "message": w.message,
+                    "created_at": w.created_at.isoformat(),
+                }
+                for w, s in rows
+            ]
+
+    def sessions_for_reconcile(self, ids, since: datetime) -> list[dict]:
+        """Every ledger session with one of `ids` or started at or after `since`, for the Slurm
+        reconcile to compare with the batch system's accounting: id, project (its slug),
+        username, slice_type, status, started_at and metered_until (aware datetimes)."""
+        with self.ledger.session() as db:
+            q = (
+                select(Session, Project.slug)
+                .join(Project, Project.id == Session.project_id)
+                .where(or_(Session.id.in_(list(ids)), Session.started_at >= since))
+                .order_by(Session.id)
+            )
+            return [
+                {
+                    "id": s.id,
+                    "project": slug,
+                    "username": s.username,
+                    "slice_type": s.slice_type,
+                    "status": s.status,
+                    "started_at": s.started_at,
+                    "metered_until": s.metered_until,
+                }
+                for s, slug in db.execute(q).all()
+            ]
