@@ -1,7 +1,8 @@
 """The demo's ledger: a subsidy scheme, two projects and list prices, made once when empty.
 
-Called by hub_config/jupyterhub_config.py for the embedded demo, so that `make demo` starts with
-something to spend: alice is in two projects (the form asks which), bob in one.
+Seeded by the quota service's start-up step `seed` (`--seed-demo`; the hub config calls it itself
+until it passes the flag) for the embedded demo, so that `make demo` starts with something to
+spend: alice is in two projects (the form asks which), bob in one.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from sqlalchemy import func, select
 from slicehub.common import clock
 
 from .ledger import Ledger
-from .models import Price, Scheme
+from .models import Scheme
+from .statement import priced_slice_types
 
 ACTOR = "slicehub-demo"
 
@@ -53,6 +55,5 @@ def seed_if_empty(ledger: Ledger, prices: dict[str, int]) -> bool:
 
 def missing_prices(ledger: Ledger, slice_types) -> list[str]:
     """Offered slice types the ledger has no list price for."""
-    with ledger.session() as db:
-        priced = set(db.scalars(select(Price.slice_type).distinct()).all())
+    priced = priced_slice_types(ledger)
     return [t for t in slice_types if t not in priced]

@@ -1,47 +1,53 @@
 """The quota service: a JupyterHub-managed service that meters, warns, enforces and answers.
 
-Run by the hub (`c.JupyterHub.services`, see hub_config/) as `python -m slicehub.quota.service`. It
-reads the hub's usual service environment (JUPYTERHUB_API_TOKEN, JUPYTERHUB_SERVICE_PREFIX,
-JUPYTERHUB_SERVICE_URL, JUPYTERHUB_API_URL) and:
+Run by the hub (`c.JupyterHub.services`, see hub_config/) as `python -m slicehub.quota.service`,
+a traitlets `Application` like the ecosystem's services: `--help` lists its options,
+`--help-all` every setting, `--config` loads a Python config file (`c.SlicehubQuota.x = ...`).
+It reads the hub's usual service environment (JUPYTERHUB_API_TOKEN, JUPYTERHUB_SERVICE_PREFIX,
+JUPYTERHUB_SERVICE_URL, JUPYTERHUB_API_URL); its own settings default to the SLICEHUB_*
+environment (SLICEHUB_LEDGER_URL, SLICEHUB_METER_INTERVAL, SLICEHUB_ORPHAN_GRACE).
 
-- SLICEHUB_LEDGER_URL: the ledger database (default sqlite:///slicehub-ledger.sqlite)
-- SLICEHUB_METER_INTERVAL: seconds between metering ticks (default 10)
-- SLICEHUB_ORPHAN_GRACE: seconds a session may go without a server on the hub before it is
-  closed as orphaned (default 120; checked every min(60 s, the grace))
+Start-up happens in named steps, in order, before it listens: `migrate` (the ledger's schema,
+retried with backoff while the database is unreachable), `seed` (the demo's ledger, only with
+--seed-demo), `check_prices` (with --site: every slice type the site offers must have a list
+price, or the service stops with a sentence naming the file, the types and the fix; JupyterHub
+stops when a managed service exits during its start-up, so the hub's log shows that sentence).
+Then it serves the REST API and the pages (`make_app`) and runs the metering loop
+(`slicehub.quota.meter_loop.Meter`).
 
-Every tick charges running sessions up to now, records warnings (80%, 95% of the held budget,
-10 minutes before the end) and asks the hub to stop servers whose session has ended, with
-backoff; the spawner then releases the session. A session whose server the hub no longer
-runs (or never ran: a start that failed before its spawner could release) is closed by the
-service itself, after a grace. After a crash the first tick charges exactly the time
-that passed (metering is idempotent), so a restart loses nothing and doubles nothing.
+This module decides the service's settings and lifecycle; the ledger's rules are the ledger's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import signal
-from datetime import timedelta
+import sys
+from typing import NoReturn
 from urllib.parse import urlparse
 
 from jupyterhub.services.auth import HubOAuthCallbackHandler
 from jupyterhub.utils import url_path_join
 from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy.engine import make_url
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
+from traitlets import Bool, Float, TraitError, Unicode, default, validate
+from traitlets.config import Application, catch_config_error
 
-from slicehub.common import clock
+from slicehub.settings import Settings
 
 from . import api, pages
+from .demo import missing_prices, seed_if_empty
 from .hold_queue import HoldQueue
 from .ledger import Ledger
+from .meter_loop import HubClient, Meter
 from .metrics import LedgerCollector
 from .reader import LedgerReader
+from .site_prices import SitePriceError, read_list_prices
 
 log = logging.getLogger("slicehub.quota")
 
@@ -53,140 +59,6 @@ class MetricsHandler(api.QuotaHandler):
             raise web.HTTPError(403, "Metrics need the custom:quota:metrics permission.")
         self.set_header("Content-Type", "text/plain; version=0.0.4")
         self.finish(generate_latest(self.settings["registry"]))
-
-
-class HubClient:
-    """The few hub API calls the service makes, with the service's own token."""
-
-    def __init__(self, api_url: str, token: str):
-        self.api_url = api_url
-        self.token = token
-        self.http = AsyncHTTPClient()
-
-    async def request(self, method: str, path: str, headers: dict | None = None):
-        req = HTTPRequest(
-            url_path_join(self.api_url, path),
-            method=method,
-            headers={"Authorization": f"token {self.token}", **(headers or {})},
-            allow_nonstandard_methods=True,
-            request_timeout=30,
-        )
-        return await self.http.fetch(req, raise_error=False)
-
-    async def stop_server(self, user: str, server_name: str) -> bool:
-        path = f"/users/{user}/servers/{server_name}" if server_name else f"/users/{user}/server"
-        r = await self.request("DELETE", path)
-        if r.code in (202, 204, 404):
-            return True
-        if r.code == 400 and b"not running" in (r.body or b""):
-            return True
-        log.warning("Hub answered %s when asked to stop %s/%s", r.code, user, server_name)
-        return False
-
-    async def active_servers(self) -> set[tuple[str, str]] | None:
-        """(user, server name) of every server the hub has running or starting; None when the
-        hub could not say (then nothing may be concluded from it)."""
-        found, offset = set(), 0
-        while True:
-            r = await self.request(
-                "GET",
-                f"/users?state=active&offset={offset}&limit=200",
-                {"Accept": "application/jupyterhub-pagination+json"},
-            )
-            if r.code != 200:
-                log.warning("Hub answered %s when asked for active servers", r.code)
-                return None
-            page = json.loads(r.body)
-            for user in page["items"]:
-                found.update((user["name"], name) for name in user.get("servers", {}))
-            following = page["_pagination"].get("next")
-            if not following:
-                return found
-            offset = following["offset"]
-
-
-class Meter:
-    """The metering loop: tick, warn, enforce; never dies of one bad tick."""
-
-    def __init__(
-        self, ledger: Ledger, hub: HubClient | None, interval: float, orphan_grace: float = 120
-    ):
-        self.ledger = ledger
-        self.hub = hub
-        self.interval = interval
-        self.orphan_grace = timedelta(seconds=orphan_grace)
-        self._stopping: dict[int, float] = {}  # session id -> next attempt (monotonic)
-        self._next_reconcile = 0.0
-
-    async def run(self) -> None:
-        delay = self.interval
-        while True:
-            try:
-                await self.tick()
-                delay = self.interval
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("Metering tick failed; retrying in %.0f s", delay)
-                delay = min(delay * 2, 300)  # backoff, never a tight loop
-            await asyncio.sleep(delay)
-
-    async def tick(self):
-        result = await asyncio.to_thread(self.ledger.meter, clock.utcnow())
-        for session_id, level, message in result.warnings:
-            log.info("Warning %s for session %s: %s", level, session_id, message)
-        for session_id in result.due:
-            await self.enforce(session_id)
-        loop = asyncio.get_running_loop()
-        if self.hub is not None and loop.time() >= self._next_reconcile:
-            period = min(60.0, self.orphan_grace.total_seconds())  # no need to look more often
-            self._next_reconcile = loop.time() + max(self.interval, period)
-            await self.reconcile()
-        return result
-
-    async def reconcile(self) -> list[int]:
-        """Close sessions that no server of the hub's carries any more: a start that failed
-        before its spawner could release, a release lost with its spawner. Each is charged up
-        to now (at most the grace and one reconcile period more than it ran), never longer.
-        A session younger than the grace is left alone: its server may be starting."""
-        servers = await self.hub.active_servers()
-        if servers is None:
-            return []
-        now = clock.utcnow()
-        orphans = [
-            s.id
-            for s in await asyncio.to_thread(self.ledger.active_sessions)
-            if (s.username, s.server_name) not in servers
-            and s.started_at <= now - self.orphan_grace
-        ]
-        for session_id in orphans:
-            log.warning("Session %s has no server on the hub; closing it", session_id)
-            await asyncio.to_thread(self.ledger.close_session, session_id, now, "orphaned")
-        return orphans
-
-    async def enforce(self, session_id: int) -> None:
-        """The session's end has come: stop the server through the hub, gracefully."""
-        loop = asyncio.get_running_loop()
-        if self._stopping.get(session_id, 0) > loop.time():
-            return
-        s = await asyncio.to_thread(self._session, session_id)
-        if s is None or s.status != "active":
-            self._stopping.pop(session_id, None)
-            return
-        stopped = self.hub is not None and await self.hub.stop_server(s.username, s.server_name)
-        if stopped:
-            log.info("Session %s of %s reached its end; server stopped", session_id, s.username)
-            # the spawner releases on stop; close here too in case it could not reach us
-            await asyncio.to_thread(self.ledger.close_session, session_id, s.end_at, "ended")
-            self._stopping.pop(session_id, None)
-        else:
-            self._stopping[session_id] = loop.time() + 30
-
-    def _session(self, session_id):
-        from .models import Session as LedgerSession
-
-        with self.ledger.session() as db:
-            return db.get(LedgerSession, session_id)
 
 
 def make_app(ledger: Ledger, prefix: str = "/services/quota/") -> web.Application:
@@ -223,20 +95,6 @@ def make_app(ledger: Ledger, prefix: str = "/services/quota/") -> web.Applicatio
     )
 
 
-async def _with_backoff(fn, what: str) -> None:
-    """Retry a start-up step (the database may be restarting too) instead of exiting and
-    being restarted by the hub in a tight loop."""
-    delay = 1.0
-    while True:
-        try:
-            await asyncio.to_thread(fn)
-            return
-        except Exception as e:
-            log.error("Cannot reach %s (%s); retrying in %.0f s", what, e, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 60)
-
-
 def settle_memory() -> None:
     """Move everything allocated at start-up out of the garbage collector's way (`gc.freeze`):
     a full collection then scans only what requests allocate. Measured in
@@ -246,40 +104,249 @@ def settle_memory() -> None:
     gc.freeze()
 
 
-async def serve() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="[%(levelname).1s %(asctime)s %(name)s] %(message)s"
-    )
-    ledger = Ledger(os.environ.get("SLICEHUB_LEDGER_URL", "sqlite:///slicehub-ledger.sqlite"))
-    await _with_backoff(ledger.upgrade, "the ledger database")
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/quota/")
-    url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-    app = make_app(ledger, prefix)
-    server = HTTPServer(app)
-    server.listen(url.port, url.hostname)
-    hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-    meter = Meter(
-        ledger,
-        hub,
-        float(os.environ.get("SLICEHUB_METER_INTERVAL", "10")),
-        float(os.environ.get("SLICEHUB_ORPHAN_GRACE", "120")),
-    )
-    settle_memory()
-    task = asyncio.create_task(meter.run())
-    done = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, done.set)  # shut down promptly with the hub
-    log.info("Quota service on %s%s, ledger %s", url.geturl(), prefix, ledger.engine.url)
-    await done.wait()
-    task.cancel()
-    server.stop()
-    await app.settings["holds"].close()
-    ledger.dispose()
+def _seconds_from_env(name: str, fallback: float) -> float:
+    raw = os.environ.get(name)
+    if not raw:
+        return fallback
+    try:
+        return float(raw)
+    except ValueError:
+        raise TraitError(f"${name}={raw!r} is not a number of seconds.") from None
 
 
-def main() -> None:
-    asyncio.run(serve())
+class SlicehubQuota(Application):
+    """The quota service (see the module docstring)."""
+
+    name = "slicehub-quota"
+    description = """The quota service of Slicehub: holds, metering, warnings and the end of
+    sessions against the subsidy ledger, its REST API and its hub pages. Run by JupyterHub as a
+    managed service."""
+    examples = """
+python -m slicehub.quota.service --ledger-url=postgresql+psycopg://slicehub@db/slicehub
+python -m slicehub.quota.service --site=/etc/slicehub/site.toml --meter-interval=5
+python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
+"""
+
+    config_file = Unicode(
+        "",
+        config=True,
+        help="""Python config file to load (`c.SlicehubQuota.meter_interval = 5`, ...); the
+        command line wins over it.
+
+        Default: "" (none). Example: "/etc/slicehub/quota_config.py".
+        """,
+    )
+
+    ledger_url = Unicode(
+        config=True,
+        help="""SQLAlchemy URL of the subsidy ledger.
+
+        Default: $SLICEHUB_LEDGER_URL, else SQLite ledger.sqlite in the data directory
+        (slicehub.settings). Example: "postgresql+psycopg://slicehub@db/slicehub".
+        """,
+    )
+
+    meter_interval = Float(
+        10,
+        config=True,
+        help="""Seconds between metering ticks (charges, warnings, the end of sessions).
+
+        Default: $SLICEHUB_METER_INTERVAL, else 10. Example: 5.
+        """,
+    )
+
+    orphan_grace = Float(
+        120,
+        config=True,
+        help="""Seconds a ledger session may go without a server on the hub before it is closed
+        as orphaned (checked every min(60 s, the grace)).
+
+        Default: $SLICEHUB_ORPHAN_GRACE, else 120. Example: 300.
+        """,
+    )
+
+    site_file = Unicode(
+        "",
+        config=True,
+        help="""The deployment's site file (TOML). With it, the service refuses to start while
+        a slice type the site offers has no list price in the ledger, and --seed-demo seeds
+        the site's list prices.
+
+        Default: "" (no price check). Example: "/etc/slicehub/site.toml".
+        """,
+    )
+
+    seed_demo = Bool(
+        False,
+        config=True,
+        help="""Seed an empty ledger with the demo's scheme, projects, members and the site
+        file's list prices (the embedded demo).
+
+        Default: False. Example: True.
+        """,
+    )
+
+    aliases = {
+        "ledger-url": "SlicehubQuota.ledger_url",
+        "meter-interval": "SlicehubQuota.meter_interval",
+        "orphan-grace": "SlicehubQuota.orphan_grace",
+        "site": "SlicehubQuota.site_file",
+        "config": "SlicehubQuota.config_file",
+        "log-level": "Application.log_level",
+    }
+    flags = {
+        "seed-demo": (
+            {"SlicehubQuota": {"seed_demo": True}},
+            "Seed an empty ledger for the embedded demo.",
+        ),
+    }
+
+    @default("ledger_url")
+    def _ledger_url_default(self) -> str:
+        return Settings().ledger_url
+
+    @default("meter_interval")
+    def _meter_interval_default(self) -> float:
+        return _seconds_from_env("SLICEHUB_METER_INTERVAL", 10)
+
+    @default("orphan_grace")
+    def _orphan_grace_default(self) -> float:
+        return _seconds_from_env("SLICEHUB_ORPHAN_GRACE", 120)
+
+    @validate("meter_interval")
+    def _positive_interval(self, proposal) -> float:
+        if proposal.value <= 0:
+            raise TraitError(f"meter_interval must be more than 0 seconds, not {proposal.value}.")
+        return proposal.value
+
+    @validate("orphan_grace")
+    def _grace_not_negative(self, proposal) -> float:
+        if proposal.value < 0:
+            raise TraitError(f"orphan_grace must be 0 seconds or more, not {proposal.value}.")
+        return proposal.value
+
+    @default("log_level")
+    def _log_level_default(self) -> int:
+        return logging.INFO
+
+    @default("log_format")
+    def _log_format_default(self) -> str:
+        return "[%(levelname).1s %(asctime)s %(name)s] %(message)s"
+
+    ledger: Ledger | None = None
+
+    @catch_config_error
+    def initialize(self, argv=None) -> None:
+        super().initialize(argv)
+        if self.config_file:
+            if not os.path.isfile(self.config_file):
+                self.fail(
+                    f"{self.config_file}: (file): does not exist. "
+                    "Fix: point --config at the quota service's config file"
+                )
+            self.load_config_file(self.config_file)
+        self.ledger = Ledger(self.ledger_url)
+        # read every setting now: a bad one ($SLICEHUB_METER_INTERVAL=abc) stops the start here
+        self.log.debug(
+            "Ledger %s; a tick every %s s; orphaned sessions closed after %s s",
+            self.ledger.engine.url,
+            self.meter_interval,
+            self.orphan_grace,
+        )
+
+    def fail(self, sentence: str) -> NoReturn:
+        """Stop at start-up with `sentence` on stderr and exit status 2."""
+        print(f"Slicehub cannot start: {sentence}", file=sys.stderr)
+        self.exit(2)
+
+    # -- the start-up steps, in order --------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Bring the ledger's schema up to date, retrying with backoff (the database may be
+        restarting too) instead of exiting and being restarted by the hub in a tight loop."""
+        delay = 1.0
+        while True:
+            try:
+                await asyncio.to_thread(self.ledger.upgrade)
+                return
+            except Exception as e:
+                log.error("Cannot reach the ledger database (%s); retrying in %.0f s", e, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60)
+
+    def seed(self) -> None:
+        """With seed_demo: the demo's scheme, projects and the site's list prices, made once
+        when the ledger is empty."""
+        if not self.seed_demo:
+            return
+        if seed_if_empty(self.ledger, self.list_prices()):
+            log.info("Seeded the demo's ledger")
+
+    def check_prices(self) -> None:
+        """With site_file: every slice type the site offers has a list price in the ledger,
+        or the service stops (exit status 2) with the file, the types and the fix."""
+        if not self.site_file:
+            return
+        unpriced = missing_prices(self.ledger, self.list_prices())
+        if unpriced:
+            where = make_url(self.ledger_url).render_as_string(hide_password=True)
+            self.fail(
+                f"{self.site_file}: slice_types: {', '.join(unpriced)} has no list price in the "
+                f"ledger ({where}). "
+                "Fix: slicehub admin price set <type> --per-hour <HK$> --from <date>"
+            )
+
+    def list_prices(self) -> dict[str, int]:
+        """The site file's list prices (none without a site file); a bad one stops the
+        service with the file, the key and the fix."""
+        if not self.site_file:
+            return {}
+        try:
+            return read_list_prices(self.site_file)
+        except SitePriceError as e:
+            self.fail(str(e))
+
+    # -- serving ---------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        api_url = os.environ.get("JUPYTERHUB_API_URL")
+        token = os.environ.get("JUPYTERHUB_API_TOKEN")
+        if not api_url or not token:
+            self.fail(
+                "JUPYTERHUB_API_URL and JUPYTERHUB_API_TOKEN are not set. Fix: run the quota "
+                "service as a hub-managed service (c.JupyterHub.services), which sets them"
+            )
+        await self.migrate()
+        self.seed()
+        self.check_prices()
+        prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/quota/")
+        url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
+        app = make_app(self.ledger, prefix)
+        server = HTTPServer(app)
+        server.listen(url.port, url.hostname)
+        hub = HubClient(api_url, token)
+        meter = Meter(self.ledger, hub, self.meter_interval, self.orphan_grace)
+        settle_memory()
+        task = asyncio.create_task(meter.run())
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, done.set)  # shut down promptly with the hub
+        log.info("Quota service on %s%s, ledger %s", url.geturl(), prefix, self.ledger.engine.url)
+        await done.wait()
+        task.cancel()
+        server.stop()
+        await app.settings["holds"].close()
+        self.ledger.dispose()
+
+    def start(self) -> None:
+        # the service's modules (the hold queue, the metering loop) and tornado log as the app
+        logging.basicConfig(level=self.log_level, format=self.log_format, datefmt=self.log_datefmt)
+        asyncio.run(self.serve())
+
+
+def main(argv=None) -> None:
+    SlicehubQuota.launch_instance(argv)
 
 
 if __name__ == "__main__":

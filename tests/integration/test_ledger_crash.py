@@ -30,7 +30,7 @@ WORKER = textwrap.dedent(
     """
     import asyncio, sys
     from slicehub.quota.ledger import Ledger
-    from slicehub.quota.service import Meter
+    from slicehub.quota.meter_loop import Meter
 
     ledger = Ledger(sys.argv[1])
     asyncio.run(Meter(ledger, None, 0.02).run())
