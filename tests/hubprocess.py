@@ -123,7 +123,8 @@ class HubProcess:
     `config_file` is the config under test; `env` is added to this process's environment for the
     hub (and so for the proxy, and for the spawner if it passes the environment on), after
     `SLICEHUB_DATA_DIR=workdir/data`; `port` is the public port (a free one when None). Ports stay
-    the same across `restart()`.
+    the same across `restart()`. `venv_bin` is the bin directory of another environment whose
+    `jupyterhub` runs the hub (an installed wheel's venv); default: this venv's, `JUPYTERHUB`.
     """
 
     def __init__(
@@ -132,6 +133,7 @@ class HubProcess:
         workdir: Path,
         env: Mapping[str, str] | None = None,
         port: int | None = None,
+        venv_bin: Path | None = None,
     ) -> None:
         self.config_file = Path(config_file).resolve()
         if not self.config_file.is_file():
@@ -139,6 +141,7 @@ class HubProcess:
             raise FileNotFoundError(f"hub config not found: {self.config_file}")
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
+        self.jupyterhub = Path(venv_bin) / "jupyterhub" if venv_bin else JUPYTERHUB
         self.port = port or free_port()
         self.hub_port = free_port()
         self.proxy_api_port = free_port()
@@ -243,7 +246,7 @@ with open({str(w / SETTINGS_NAME)!r}, "w") as _f:
             log.write(f"\n===== harness: start #{self.starts} =====\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                [str(JUPYTERHUB), "-f", str(self.wrapper_path)],
+                [str(self.jupyterhub), "-f", str(self.wrapper_path)],
                 cwd=self.workdir,
                 env=env,
                 stdin=subprocess.DEVNULL,
