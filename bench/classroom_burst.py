@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 
@@ -37,10 +38,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from _common import check, cpu_model, load_average, publish, usable_cores  # noqa: E402
+from demo_ledger import add_project  # noqa: E402
 from hubprocess import CONFIGURABLE_HTTP_PROXY, HubProcess  # noqa: E402
 from slurm_spawn import slurm_env  # noqa: E402
 from spawn_latency import p95  # noqa: E402
 
+from slicehub.spawners.slurm import answers as sa  # noqa: E402
 from slicehub.spawners.slurm import commands as sc  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "classroom_burst.md"
@@ -61,27 +64,25 @@ def write_config(path: Path, students: list[str]) -> Path:
         f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n"
         "c.Spawner.http_timeout = 120\n"
         f"c.Authenticator.allowed_users = {set(students) | {'staff'}!r}\n"
-        "# the course: its students, a class window open now (bench/classroom_burst.py)\n"
-        "import os\n"
-        "from datetime import timedelta\n"
-        "from slicehub.common import clock\n"
-        "from slicehub.quota.ledger import Ledger, NewMember\n"
-        "_db = os.path.join(os.environ['SLICEHUB_DATA_DIR'], 'ledger.sqlite')\n"
-        "_l = Ledger('sqlite:///' + _db)\n"
-        "_now = clock.utcnow()\n"
-        f"_l.add_project('bench', {COURSE!r}, scheme='hk-ai-subsidy', name='Class 101',\n"
-        "    organisation='Demo University', pi='staff', valid_from=_now - timedelta(days=1),\n"
-        "    valid_until=_now + timedelta(days=30), allowed_slice_types=['h100.1g.10gb'],\n"
-        "    max_concurrent_sessions=200, is_course=True, now=_now)\n"
-        f"_l.add_grant('bench', {COURSE!r}, 1000_00, _now - timedelta(days=1),\n"
-        "    _now + timedelta(days=30), _now, note='bench')\n"
-        f"_l.add_class_window('bench', {COURSE!r}, _now - timedelta(hours=1),\n"
-        "    _now + timedelta(hours=3), _now)\n"
-        f"_l.add_members('bench', {COURSE!r},\n"
-        f"    [NewMember(u, role='student') for u in {students!r}], _now)\n"
-        "_l.dispose()\n"
     )
     return path
+
+
+def add_course(data: Path, students: list[str]) -> None:
+    """The course, once the hub's quota service has made the ledger: its students and a class
+    window open now."""
+    now = datetime.now(UTC)
+    add_project(
+        data,
+        COURSE,
+        grant_cents=1000_00,
+        members={s: "student" for s in students},
+        windows=((now - timedelta(hours=1), now + timedelta(hours=3)),),
+        name="Class 101",
+        allowed_slice_types=["h100.1g.10gb"],
+        max_concurrent_sessions=200,
+        is_course=True,
+    )
 
 
 class Student:
@@ -145,9 +146,9 @@ def phases(log: str, students: list[Student]) -> dict[str, list[float]]:
     return out
 
 
-def squeue_jobs() -> list[sc.QueuedJob]:
+def squeue_jobs() -> list[sa.QueuedJob]:
     done = subprocess.run(sc.squeue_argv(), capture_output=True, text=True, check=True)
-    return [j for j in sc.parse_squeue(done.stdout) if j.name.startswith("slicehub-")]
+    return [j for j in sa.parse_squeue(done.stdout) if j.name.startswith("slicehub-")]
 
 
 def run_burst(hub: HubProcess, students: list[Student], timeout: float) -> float:
@@ -254,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     checks: list[str] = []
     try:
         hub.start()
+        add_course(args.workdir / "hub" / "data", names)
         for n in names:
             hub.create_user(n)
         wall = run_burst(hub, students, args.timeout)
@@ -288,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         leftovers = hub.close()
         if leftovers:
             print(f"the hub left processes behind, killed: {len(leftovers)}", file=sys.stderr)
-    from slicehub.quota.ledger import Ledger, LedgerReader
+    from slicehub.quota.ledger import Ledger
+    from slicehub.quota.reader import LedgerReader
 
     ledger = Ledger(f"sqlite:///{args.workdir / 'hub' / 'data' / 'ledger.sqlite'}")
     sessions = LedgerReader(ledger).sessions(None, COURSE)

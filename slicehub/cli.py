@@ -1,6 +1,7 @@
 """The `slicehub` command: run the demo hub, check a site file, show the slices.
 
     slicehub demo [--config FILE]        start the hub on the embedded default (127.0.0.1:8000)
+                                         with the installed hub_config (slicehub.settings)
     slicehub check-site FILE             check a site file; say what it offers
     slicehub slices [--site F] [--db U]  the inventory and who holds what
     slicehub slurm-reconcile [--since D]  Slurm's accounting (sacct) against the ledger, per job
@@ -17,38 +18,16 @@ import sys
 from pathlib import Path
 
 from slicehub.common.money import format_money
+from slicehub.hub import check_site_or_exit
 from slicehub.quota.cli import add_commands as add_ledger_commands
-from slicehub.spawners.site import Site, SiteError, load_site
+from slicehub.settings import Settings, deployment_dir
+from slicehub.spawners.site import Site, load_site
 from slicehub.spawners.slurm.reconcile import DEFAULT_TOLERANCE_S
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO / "hub_config" / "jupyterhub_config.py"
-DEFAULT_SITE = REPO / "hub_config" / "demo-site.toml"
-
-
-def check_site_or_exit(path: Path | str) -> Site:
-    """Load a site file for the hub's config; on a problem, say it and stop the hub."""
-    try:
-        site = load_site(path)
-        if site.slurm is not None:
-            # Slurm: the partitions and GRES types must exist on the cluster
-            from slicehub.spawners.slurm.offer import check_cluster
-
-            check_cluster(site)
-            return site
-        # NVML or declared: make sure the inventory the hub will use can be built now
-        from slicehub.spawners.local.manager import resolve_inventory
-
-        resolve_inventory(site)
-        return site
-    except SiteError as e:
-        print(f"Slicehub cannot start: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 def _demo(args) -> int:
     password = os.environ.get("SLICEHUB_DEMO_PASSWORD", "slicehub-demo")
-    site = check_site_or_exit(os.environ.get("SLICEHUB_SITE", DEFAULT_SITE))
+    site = check_site_or_exit(Settings().site_file)
     print(
         "\nSlicehub demo: http://127.0.0.1:8000\n"
         f"  users:    alice, bob (researchers), staff (admin)\n"
@@ -123,6 +102,9 @@ def _slurm_reconcile(args) -> int:
     import subprocess
     from datetime import UTC, datetime, timedelta
 
+    from slicehub.quota.ledger import Ledger
+    from slicehub.quota.reader import LedgerReader
+    from slicehub.spawners.slurm import answers as sa
     from slicehub.spawners.slurm import commands as sc
     from slicehub.spawners.slurm import reconcile as rec
 
@@ -144,9 +126,14 @@ def _slurm_reconcile(args) -> int:
             file=sys.stderr,
         )
         return 2
-    jobs = sc.parse_sacct(done.stdout)
+    jobs = sa.parse_sacct(done.stdout)
     ids = [named[0] for j in jobs if (named := rec.session_of_job(j.name)) is not None]
-    sessions = rec.read_sessions(args.ledger, ids, since.astimezone(UTC))
+    ledger = Ledger(args.ledger)
+    try:
+        views = LedgerReader(ledger).sessions_for_reconcile(ids, since.astimezone(UTC))
+    finally:
+        ledger.dispose()
+    sessions = rec.ledger_sessions(views)
     rows = rec.compare(jobs, sessions, args.tolerance, site)
     print(rec.report(rows, args.tolerance))
     return 1 if any(r.problem for r in rows) else 0
@@ -169,14 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="run the hub on the embedded default at 127.0.0.1:8000")
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
+    p.add_argument("--config", type=Path, default=deployment_dir() / "jupyterhub_config.py")
     p.set_defaults(run=_demo)
     p = sub.add_parser("check-site", help="check a site file and show what it offers")
     p.add_argument("file", type=Path)
     p.set_defaults(run=_check_site)
     p = sub.add_parser("slices", help="show free slices and who holds what")
-    p.add_argument("--site", type=Path, default=Path(os.environ.get("SLICEHUB_SITE", DEFAULT_SITE)))
-    p.add_argument("--db", default=f"sqlite:///{REPO / '.data' / 'slicehub.sqlite'}")
+    settings = Settings()
+    p.add_argument("--site", type=Path, default=settings.site_file, help="default: %(default)s")
+    p.add_argument(
+        "--db", default=settings.slices_url, help="the reservations' database (%(default)s)"
+    )
     p.set_defaults(run=_slices)
     p = sub.add_parser(
         "slurm-reconcile",
@@ -184,10 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--ledger",
-        default=os.environ.get(
-            "SLICEHUB_LEDGER_URL", f"sqlite:///{REPO / '.data' / 'ledger.sqlite'}"
-        ),
-        help="the ledger's database URL (default: $SLICEHUB_LEDGER_URL or .data/ledger.sqlite)",
+        default=settings.ledger_url,
+        help="the ledger's database URL (default: %(default)s)",
     )
     p.add_argument("--site", type=Path, help="the Slurm site file: also check each job's slices")
     p.add_argument("--since", type=_since, help="jobs since this date (default: 7 days ago)")

@@ -1,11 +1,13 @@
-"""A project added to a running demo hub's ledger (`<data>/ledger.sqlite`, seeded by
-slicehub/quota/demo.py), for tests that need one the demo does not have."""
+"""Projects and members added to a running demo hub's ledger (`<data>/ledger.sqlite`, seeded by
+the quota service's start-up, slicehub/quota/demo.py), for tests that need what the demo does
+not have. Call them once the hub has started: its ledger is made and seeded by then."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from slicehub.quota.admin import NewMember
 from slicehub.quota.ledger import Ledger
 
 DEMO_SCHEME = "hk-ai-subsidy"  # slicehub/quota/demo.py
@@ -46,5 +48,14 @@ def add_project(
             ledger.add_member("staff", slug, user, now, role=role)
         for opens, closes in windows:
             ledger.add_class_window("staff", slug, opens, closes, now)
+    finally:
+        ledger.dispose()
+
+
+def join_demo_lab(data: Path, *users: str) -> None:
+    """`users` join the demo's seeded project demo-lab (as members; once only)."""
+    ledger = Ledger(f"sqlite:///{data / 'ledger.sqlite'}")
+    try:
+        ledger.add_members("tests", "demo-lab", [NewMember(u) for u in users], datetime.now(UTC))
     finally:
         ledger.dispose()

@@ -196,6 +196,9 @@ c.JupyterHub.pop("hub_connect_url", None)
 c.JupyterHub.hub_ip = "127.0.0.1"
 c.JupyterHub.hub_port = {self.hub_port}
 c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{self.proxy_api_port}"
+# the repository's configurable-http-proxy, unless the config under test names one
+if "command" not in c.ConfigurableHTTPProxy:
+    c.ConfigurableHTTPProxy.command = [{str(CONFIGURABLE_HTTP_PROXY)!r}]
 c.ConfigurableHTTPProxy.pid_file = {str(w / PROXY_PID_NAME)!r}
 c.JupyterHub.pid_file = {str(w / HUB_PID_NAME)!r}
 c.JupyterHub.db_url = {"sqlite:///" + str(w / "jupyterhub.sqlite")!r}
@@ -231,7 +234,9 @@ with open({str(w / SETTINGS_NAME)!r}, "w") as _f:
         return self.proc is not None and self.proc.poll() is None
 
     def start(self, timeout: float = 60) -> HubProcess:
-        """Start the hub and wait until `GET /hub/api/` answers 200 through the proxy."""
+        """Start the hub and wait until `GET /hub/api/` answers 200 through the proxy and the hub
+        has started its managed services (it logs "JupyterHub is now running" after them: the
+        quota service migrates and seeds its ledger before it answers)."""
         if self.running:
             raise RuntimeError(f"hub in {self.workdir} is already running")
         self.starts += 1
@@ -263,7 +268,7 @@ with open({str(w / SETTINGS_NAME)!r}, "w") as _f:
                 raise HubError(f"hub exited with code {code} while starting\n{self.log_tail()}")
             try:
                 r = self._session.get(f"{self.api_url}/", timeout=2)
-                if r.status_code == 200:
+                if r.status_code == 200 and self._running_since_this_start():
                     return self
             except requests.ConnectionError:
                 pass
@@ -273,6 +278,11 @@ with open({str(w / SETTINGS_NAME)!r}, "w") as _f:
                 self.stop()
                 raise HubError(f"hub not up within {timeout} s\n{self.log_tail()}")
             time.sleep(0.1)
+
+    def _running_since_this_start(self) -> bool:
+        marker = f"===== harness: start #{self.starts} ====="
+        text = self.log_text()
+        return "JupyterHub is now running" in text[text.rfind(marker) :]
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
         """Send `sig` to the hub, SIGKILL it after `timeout` s; return its exit code.

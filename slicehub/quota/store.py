@@ -25,10 +25,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session as DBSession
 from sqlalchemy.orm import sessionmaker
 
-from . import migrate
+from slicehub.db import UTCDateTime
+from slicehub.db import upgrade as upgrade_schema
+
 from .errors import LedgerError
 from .hold import HeldSession
-from .models import AuditEntry, Charge, Project, Session, UTCDateTime
+from .models import AuditEntry, Charge, Project, Session
 from .pricing import PriceSchedule
 from .states import PriceCache
 
@@ -62,7 +64,7 @@ def make_engine(url: str, **kwargs) -> Engine:
 
 def upgrade(engine: Engine) -> None:
     """Bring the ledger's schema up to date (Alembic, `migrations/`)."""
-    migrate.upgrade(engine, MIGRATIONS, VERSION_TABLE)
+    upgrade_schema(engine, MIGRATIONS, VERSION_TABLE)
 
 
 def copy_rows(cur, table: str, columns: dict[str, str], rows) -> None:

@@ -2,7 +2,7 @@
 allocation buys, and why a slice cannot be chosen. Pure; the form template renders it.
 
 Inputs are the site's slice types with their free counts
-(`slicehub.spawners.local.manager.Availability`) and the quota service's view of the user's projects
+(`slicehub.spawners.source.Availability`) and the quota service's view of the user's projects
 (`GET api/projects?user=`, with the user's membership: role, what their cap leaves, a course's class
 windows). The ledger decides the hold (slicehub.quota.hold); this module only mirrors its rules so
 the form does not offer what the ledger would refuse:
@@ -19,7 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-BASIS_POINTS = 10_000
+from slicehub.common.durations import hours_text
+from slicehub.common.money import BASIS_POINTS, subsidy_of
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ def offer(projects: list[dict], availability, queues: bool, now: datetime) -> li
             st = av.slice_type
             if "*" not in allowed and st.name not in allowed:
                 continue
-            subsidy = st.price_cents * rate // BASIS_POINTS
+            subsidy = subsidy_of(st.price_cents, rate)
             hours = hours_affordable(st.price_cents, p, cap_left, rate)
             quotes.append(
                 SliceQuote(
@@ -151,10 +152,3 @@ def _window(p: dict, member: dict, now: datetime) -> tuple[str, str | None, str 
         None,
         None,
     )
-
-
-def hours_text(h: float) -> str:
-    """Hours as the form writes them, rounded down: "46 min", "51.9 h"."""
-    if h < 1:
-        return f"{int(h * 60)} min"
-    return f"{int(h * 10) / 10:g} h"

@@ -9,16 +9,16 @@ checked `SliceOptions` travels further (to the allocator, the environment, a bat
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from .site import Site, SliceType
+from slicehub.common.durations import duration_words
+from slicehub.common.names import PROJECT_ID, SLICE_TYPE_NAME
+
+from .site_model import Site, SliceType
 
 ALLOWED_KEYS = ("project", "slice_type", "duration_hours")
 FORM_ONLY_KEYS = ("_xsrf",)  # JupyterHub's spawn page adds its CSRF token to the form data
-_NAME = re.compile(r"^[a-z0-9][a-z0-9.+-]{0,63}$")
-_PROJECT = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 class OptionsError(ValueError):
@@ -61,7 +61,7 @@ def validate_options(raw: Any, site: Site) -> SliceOptions:
         raise OptionsError(f"Choose a slice type (slice_type): one of {offered}.")
     if not isinstance(name, str):
         raise OptionsError(f"slice_type must be a string, not {type(name).__name__}.")
-    if not _NAME.match(name):
+    if not SLICE_TYPE_NAME.fullmatch(name):
         raise OptionsError(f"{_show(name)} is not a slice type name; offered here: {offered}.")
     slice_type = site.slice_types.get(name)
     if slice_type is None:
@@ -85,7 +85,7 @@ def validate_options(raw: Any, site: Site) -> SliceOptions:
             raise OptionsError(f"project must be a string, not {type(project).__name__}.")
         if project == "":
             project = None
-        elif not _PROJECT.match(project):
+        elif not PROJECT_ID.fullmatch(project):
             raise OptionsError(f"{_show(project)} is not a project id.")
     return SliceOptions(slice_type, minutes, project)
 
@@ -107,11 +107,3 @@ def options_from_form(formdata: dict[str, list[str]]) -> dict[str, Any]:
                 pass  # left a string: validate_options says it is not a number
         out[key] = value
     return out
-
-
-def duration_words(minutes: int) -> str:
-    """ "1 minute", "90 minutes", "2 hours": a session's length as people say it."""
-    if minutes % 60 == 0:
-        h = minutes // 60
-        return f"{h} hour" + ("s" if h != 1 else "")
-    return f"{minutes} minute" + ("s" if minutes != 1 else "")

@@ -27,6 +27,7 @@ from slicehub.quota.demo import seed_if_empty
 from slicehub.quota.ledger import Ledger
 from slicehub.spawners.local.manager import SliceManager
 from slicehub.spawners.site import load_site
+from tests.demo_ledger import join_demo_lab
 
 pytestmark = pytest.mark.integration
 
@@ -39,18 +40,7 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
     cfg.write_text(
         f"load_subconfig({str(REPO / 'hub_config' / 'jupyterhub_config.py')!r})\n"
         "c.JupyterHub.cleanup_servers = False\n"
-        "c.Authenticator.allowed_users = {'alice', 'bob', 'carol', 'staff'}\n"
-        # carol joins the demo's seeded project (the ledger lives in SLICEHUB_DATA_DIR)
-        "import os\n"
-        "from slicehub.common import clock\n"
-        "from slicehub.quota.ledger import Ledger, LedgerError\n"
-        "_db = os.path.join(os.environ['SLICEHUB_DATA_DIR'], 'ledger.sqlite')\n"
-        "_l = Ledger('sqlite:///' + _db)\n"
-        "try:\n"
-        "    _l.add_member('tests', 'demo-lab', 'carol', clock.utcnow())\n"
-        "except LedgerError:\n"
-        "    pass\n"
-        "_l.dispose()\n" + extra
+        "c.Authenticator.allowed_users = {'alice', 'bob', 'carol', 'staff'}\n" + extra
     )
     return cfg
 
@@ -58,7 +48,9 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
 @pytest.fixture
 def demo_hub(hub_factory, tmp_path):
     data = tmp_path / "data"
-    return hub_factory(write_config(tmp_path), env={"SLICEHUB_DATA_DIR": str(data)}), data
+    hub = hub_factory(write_config(tmp_path), env={"SLICEHUB_DATA_DIR": str(data)})
+    join_demo_lab(data, "carol")  # into the project the quota service seeded at start-up
+    return hub, data
 
 
 def reservations(data: Path) -> dict[str, dict]:
@@ -226,6 +218,7 @@ def test_reconcile_frees_a_reservation_no_server_holds(hub_factory, tmp_path):
         "c.LocalSliceSpawner.reconcile_interval = 1\nc.LocalSliceSpawner.reconcile_grace = 1\n",
     )
     hub = hub_factory(cfg, env={"SLICEHUB_DATA_DIR": str(data)})
+    join_demo_lab(data, "carol")
     hub.create_user("alice")
     assert hub.start_server("alice", THREE_G).status_code in (201, 202)
     hub.wait_for_server("alice")

@@ -17,6 +17,7 @@ import pytest
 import slurmcluster
 from slurmcluster import SlurmCluster
 
+from slicehub.spawners.slurm import answers as sa
 from slicehub.spawners.slurm import commands as sc
 
 pytestmark = pytest.mark.slurm
@@ -58,7 +59,7 @@ def submit(slurm: SlurmCluster, tmp_path: Path) -> Iterator[Callable[..., str]]:
         )
         done = cluster.run(argv, stdin=f"#!/bin/sh\n{script}\n")
         assert done.returncode == 0, done.stderr
-        job_ids.append(sc.parse_sbatch(done.stdout))
+        job_ids.append(sa.parse_sbatch(done.stdout))
         return job_ids[-1]
 
     yield make
@@ -81,22 +82,22 @@ def poll(what: str, probe: Callable[[], object], timeout: float = WAIT_S) -> obj
         time.sleep(0.2)
 
 
-def jobs(slurm: SlurmCluster, job_ids: list[str]) -> dict[str, sc.QueuedJob]:
+def jobs(slurm: SlurmCluster, job_ids: list[str]) -> dict[str, sa.QueuedJob]:
     done = slurm.run(sc.squeue_argv(job_ids, executable=slurm.squeue))
     assert done.returncode == 0, done.stderr
-    return {job.job_id: job for job in sc.parse_squeue(done.stdout)}
+    return {job.job_id: job for job in sa.parse_squeue(done.stdout)}
 
 
 def wait_for_jobs(
     slurm: SlurmCluster,
     job_ids: list[str],
     what: str,
-    condition: Callable[[sc.QueuedJob], bool],
+    condition: Callable[[sa.QueuedJob], bool],
     timeout: float = WAIT_S,
-) -> dict[str, sc.QueuedJob]:
+) -> dict[str, sa.QueuedJob]:
     """squeue until every one of `job_ids` is listed and meets `condition`; returns those jobs."""
 
-    def probe() -> dict[str, sc.QueuedJob] | None:
+    def probe() -> dict[str, sa.QueuedJob] | None:
         found = jobs(slurm, job_ids)
         ok = set(found) == set(job_ids) and all(condition(j) for j in found.values())
         return found if ok else None
@@ -112,10 +113,10 @@ def one_g_type(slurm: SlurmCluster) -> str:
     return next((t for t in slurm.gres if t.startswith("1g")), max(slurm.gres, key=slurm.gres.get))
 
 
-def free_slices(slurm: SlurmCluster) -> dict[str, sc.GresAvailability]:
+def free_slices(slurm: SlurmCluster) -> dict[str, sa.GresAvailability]:
     done = slurm.run(sc.sinfo_gres_argv(executable=slurm.sinfo))
     assert done.returncode == 0, done.stderr
-    return sc.parse_sinfo_gres(done.stdout)
+    return sa.parse_sinfo_gres(done.stdout)
 
 
 def test_a_slice_job_runs_and_sees_its_device(
@@ -154,7 +155,7 @@ def test_more_jobs_than_slices_the_extra_ones_wait_with_a_reason(
 
     assert free_slices(slurm)[slice_type].free == 0
     pending = slurm.run(sc.squeue_argv(pending_only=True, executable=slurm.squeue))
-    positions = sc.queue_positions(sc.parse_squeue(pending.stdout))
+    positions = sa.queue_positions(sa.parse_squeue(pending.stdout))
     assert positions[extra[0]] < positions[extra[1]]
 
 
@@ -193,10 +194,10 @@ def test_accounting_reports_the_slices_a_finished_job_held(submit: Callable[...,
     slice_type = one_g_type(slurm)
     job_id = submit("sleep 1", gres=[(slice_type, 2)], account=TEST_ACCOUNT, cluster=slurm)
 
-    def accounted() -> sc.AccountedJob | None:
+    def accounted() -> sa.AccountedJob | None:
         done = slurm.run(sc.sacct_argv([job_id], executable=slurm.sacct))
         assert done.returncode == 0, done.stderr
-        found = sc.parse_sacct(done.stdout)
+        found = sa.parse_sacct(done.stdout)
         # slurmdbd hears of a start and an end a moment after slurmctld: wait for both.
         return found[0] if found and found[0].state == "COMPLETED" and found[0].gres else None
 

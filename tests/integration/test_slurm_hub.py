@@ -31,9 +31,12 @@ from slurmcluster import SlurmCluster
 
 from slicehub.common import clock
 from slicehub.quota.demo import seed_if_empty
-from slicehub.quota.ledger import Ledger, LedgerReader
+from slicehub.quota.ledger import Ledger
+from slicehub.quota.reader import LedgerReader
 from slicehub.spawners.site import load_site
+from slicehub.spawners.slurm import answers as sa
 from slicehub.spawners.slurm import commands as sc
+from tests.demo_ledger import join_demo_lab
 
 pytestmark = [pytest.mark.integration, pytest.mark.slurm]
 
@@ -61,12 +64,12 @@ def no_jobs_left(slurm):
 
 
 def cancel_test_jobs(slurm: SlurmCluster) -> None:
-    def ours() -> list[sc.QueuedJob]:
+    def ours() -> list[sa.QueuedJob]:
         done = slurm.run(sc.squeue_argv(executable=slurm.squeue))
         assert done.returncode == 0, done.stderr
         return [
             j
-            for j in sc.parse_squeue(done.stdout)
+            for j in sa.parse_squeue(done.stdout)
             if j.name.startswith(("slicehub", "filler")) and not j.finished
         ]
 
@@ -103,18 +106,7 @@ def write_config(tmp_path: Path, extra: str = "") -> Path:
         "c.JupyterHub.cleanup_servers = False\n"
         "c.SlurmSliceSpawner.poll_interval = 1\n"
         "c.SlurmSliceSpawner.start_timeout = 120\n"
-        "c.Authenticator.allowed_users = {'alice', 'bob', 'carol', 'dave', 'staff'}\n"
-        "import os\n"
-        "from slicehub.common import clock\n"
-        "from slicehub.quota.ledger import Ledger, LedgerError\n"
-        "_db = os.path.join(os.environ['SLICEHUB_DATA_DIR'], 'ledger.sqlite')\n"
-        "_l = Ledger('sqlite:///' + _db)\n"
-        "for _u in ('carol', 'dave'):\n"
-        "    try:\n"
-        "        _l.add_member('tests', 'demo-lab', _u, clock.utcnow())\n"
-        "    except LedgerError:\n"
-        "        pass\n"
-        "_l.dispose()\n" + extra
+        "c.Authenticator.allowed_users = {'alice', 'bob', 'carol', 'dave', 'staff'}\n" + extra
     )
     return cfg
 
@@ -127,7 +119,9 @@ def start_hub(hub_factory, tmp_path, slurm, *, site: Path = SITE, extra: str = "
         "SLURM_CONF": slurm.slurm_conf,
         "SLICEHUB_METER_INTERVAL": meter,
     }
-    return hub_factory(write_config(tmp_path, extra), env=env), data
+    hub = hub_factory(write_config(tmp_path, extra), env=env)
+    join_demo_lab(data, "carol", "dave")  # into the project the quota service seeded
+    return hub, data
 
 
 @pytest.fixture
@@ -153,10 +147,10 @@ def state(hub, user: str) -> dict:
     return hub.api("GET", f"/users/{user}").json()["servers"][""]["state"]
 
 
-def job(slurm: SlurmCluster, job_id: str) -> sc.QueuedJob:
+def job(slurm: SlurmCluster, job_id: str) -> sa.QueuedJob:
     done = slurm.run(sc.squeue_argv([job_id], executable=slurm.squeue))
     assert done.returncode == 0, done.stderr
-    (found,) = sc.parse_squeue(done.stdout)
+    (found,) = sa.parse_squeue(done.stdout)
     return found
 
 
@@ -174,7 +168,7 @@ def batch_script(slurm: SlurmCluster, job_id: str) -> str:
 
 def free(slurm: SlurmCluster, gres_type: str) -> int:
     done = slurm.run(sc.sinfo_gres_argv(executable=slurm.sinfo))
-    return sc.parse_sinfo_gres(done.stdout)[gres_type].free
+    return sa.parse_sinfo_gres(done.stdout)[gres_type].free
 
 
 def server_process(job_id: str) -> psutil.Process:
@@ -210,7 +204,7 @@ def filler(slurm: SlurmCluster, tmp_path: Path, gres_type: str, n: int = 1) -> l
         )
         done = slurm.run(argv, stdin="#!/bin/sh\nsleep 600\n")
         assert done.returncode == 0, done.stderr
-        ids.append(sc.parse_sbatch(done.stdout))
+        ids.append(sa.parse_sbatch(done.stdout))
     poll("filler jobs run", lambda: all(job(slurm, i).state == "RUNNING" for i in ids))
     return ids
 
@@ -470,7 +464,7 @@ def test_squeue_failures_drop_nothing_and_a_killed_job_is_charged_until_it_died(
 
     def accounted():
         done = slurm.run(sc.sacct_argv([job_id], executable=slurm.sacct))
-        found = sc.parse_sacct(done.stdout)
+        found = sa.parse_sacct(done.stdout)
         return found[0] if found and found[0].end is not None else None
 
     ended = poll("sacct has the job's end", accounted).end.astimezone(UTC)

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from slicehub.common.catalogue import parse_slice_type
+from slicehub.spawners.form import form_template
 from slicehub.spawners.form_offer import hours_affordable, offer
 from slicehub.spawners.local.manager import Availability
 from slicehub.spawners.site import SliceType
-from slicehub.spawners.slicing import _form_template
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -130,7 +130,7 @@ def render(offers, **kw):
         default_hours=2.0,
     )
     spec.update(kw)
-    return _form_template("").render(**spec)
+    return form_template("").render(**spec)
 
 
 def test_the_form_shows_the_split_and_disables_what_cannot_be_paid():

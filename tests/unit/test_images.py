@@ -333,7 +333,7 @@ def test_the_hub_recipes_run_the_repositorys_config_with_the_locked_proxy(path):
     config = _destination_of(recipe, "hub_config") + "/jupyterhub_config.py"
     assert (REPO / "hub_config" / "jupyterhub_config.py").is_file()
     assert f"jupyterhub -f {config}" in recipe.command
-    # the config runs <repo>/node_modules/.bin/configurable-http-proxy, <repo> = hub_config/..
+    # configurable-http-proxy is installed from the lock file beside hub_config/
     deploy_root = str(Path(config).parent.parent)
     for lock in ("package.json", "package-lock.json"):
         assert str(Path(_destination_of(recipe, lock)).parent) == deploy_root

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from slicehub.spawners.slurm import commands as sc
+from slicehub.spawners.slurm import answers as sa
 from slicehub.spawners.slurm.batch_api import ROUTE, PortReportHandler, batchspawner_api_closed
 from slicehub.spawners.slurm.batch_api import close_batchspawner_api as close
 from slicehub.spawners.slurm.client import CommandResult, SlurmClient, Snapshot, job_state
@@ -17,7 +17,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "slurm"
 
 
 def snapshot_of(fixture: str, ids, error=None) -> Snapshot:
-    jobs = {j.job_id: j for j in sc.parse_squeue((FIXTURES / fixture).read_text())}
+    jobs = {j.job_id: j for j in sa.parse_squeue((FIXTURES / fixture).read_text())}
     return Snapshot(0.0, frozenset(ids), {k: v for k, v in jobs.items() if k in ids}, {}, error)
 
 

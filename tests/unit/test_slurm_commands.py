@@ -1,5 +1,6 @@
-"""slicehub/spawners/slurm/commands.py: argv that no value can turn into something else, and parsers
-checked on output recorded from a real Slurm (tests/fixtures/slurm/README.md says how)."""
+"""slicehub/spawners/slurm/commands.py and answers.py: argv that no value can turn into something
+else, and parsers checked on output recorded from a real Slurm (tests/fixtures/slurm/README.md
+says how)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from slicehub.spawners.slurm import answers as sa
 from slicehub.spawners.slurm import commands as sc
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "slurm"
@@ -197,7 +199,7 @@ def test_sbatch_argv_refuses_odd_executables(executable: str) -> None:
 
 
 def test_parse_sbatch_reads_the_recorded_job_id() -> None:
-    assert sc.parse_sbatch(fixture("sbatch-parsable.txt")) == "10"
+    assert sa.parse_sbatch(fixture("sbatch-parsable.txt")) == "10"
 
 
 @pytest.mark.parametrize(
@@ -205,13 +207,13 @@ def test_parse_sbatch_reads_the_recorded_job_id() -> None:
     [("123\n", "123"), ("123;gpucluster\n", "123"), ("sbatch: warning: x\n42\n", "42")],
 )
 def test_parse_sbatch_takes_the_id_from_the_last_line(stdout: str, job_id: str) -> None:
-    assert sc.parse_sbatch(stdout) == job_id
+    assert sa.parse_sbatch(stdout) == job_id
 
 
 @pytest.mark.parametrize("stdout", ["", "\n", "Submitted batch job 5\n", "12a\n", "0\n"])
 def test_parse_sbatch_refuses_output_without_an_id(stdout: str) -> None:
     with pytest.raises(ValueError, match="no job id"):
-        sc.parse_sbatch(stdout)
+        sa.parse_sbatch(stdout)
 
 
 # ---- squeue / scancel ------------------------------------------------------------------------
@@ -249,7 +251,7 @@ def test_scancel_argv() -> None:
 
 
 def test_parse_squeue_reads_finished_running_and_waiting_jobs() -> None:
-    jobs = {j.job_id: j for j in sc.parse_squeue(fixture("squeue-jobs.txt"))}
+    jobs = {j.job_id: j for j in sa.parse_squeue(fixture("squeue-jobs.txt"))}
 
     assert set(jobs) == {"10", "11", "13", "15"}
     done, running, waiting, cancelled = jobs["10"], jobs["11"], jobs["13"], jobs["15"]
@@ -266,35 +268,35 @@ def test_parse_squeue_reads_finished_running_and_waiting_jobs() -> None:
 
 
 def test_parse_squeue_reads_a_failed_job_and_a_job_with_two_slice_types() -> None:
-    (failed,) = sc.parse_squeue(fixture("squeue-failed.txt"))
+    (failed,) = sa.parse_squeue(fixture("squeue-failed.txt"))
     assert (failed.state, failed.reason, failed.finished) == ("FAILED", "NonZeroExitCode", True)
-    mixed = next(j for j in sc.parse_squeue(fixture("squeue-queue.txt")) if j.name == "nb-mixed")
+    mixed = next(j for j in sa.parse_squeue(fixture("squeue-queue.txt")) if j.name == "nb-mixed")
     assert mixed.gres == {"1g.10gb": 1, "3g.40gb": 1}
 
 
 def test_parse_squeue_keeps_a_delimiter_inside_the_job_name() -> None:
     line = "7|PENDING|Priority|gpu|(null)|bob|N/A||N/A|2026-11-22T15:15:58|100|odd|name\n"
-    (job,) = sc.parse_squeue(line)
+    (job,) = sa.parse_squeue(line)
     assert job.name == "odd|name"
     assert job.account is None and job.gres == {} and job.reason == "Priority"
 
 
 def test_parse_squeue_refuses_a_line_of_another_format() -> None:
     with pytest.raises(ValueError, match="fields"):
-        sc.parse_squeue("12 R alice\n")
+        sa.parse_squeue("12 R alice\n")
 
 
 def test_queue_positions_count_only_jobs_waiting_for_the_same_slices() -> None:
-    positions = sc.queue_positions(sc.parse_squeue(fixture("squeue-queue.txt")))
+    positions = sa.queue_positions(sa.parse_squeue(fixture("squeue-queue.txt")))
 
     # 13 and 14 wait for h100; 21 before 20 (20 was submitted with --nice=100); 24 alone.
     assert positions == {"13": 1, "14": 2, "21": 1, "20": 2, "24": 1}
-    assert sc.queue_positions(sc.parse_squeue(fixture("squeue-pending.txt"))) == positions
+    assert sa.queue_positions(sa.parse_squeue(fixture("squeue-pending.txt"))) == positions
 
 
 def test_squeue_unknown_job_recognises_the_recorded_error() -> None:
-    assert sc.squeue_unknown_job(fixture("squeue-unknown-job.stderr.txt"))
-    assert not sc.squeue_unknown_job("squeue: error: Unable to contact slurm controller")
+    assert sa.squeue_unknown_job(fixture("squeue-unknown-job.stderr.txt"))
+    assert not sa.squeue_unknown_job("squeue: error: Unable to contact slurm controller")
 
 
 # ---- sinfo -----------------------------------------------------------------------------------
@@ -311,16 +313,16 @@ def test_sinfo_gres_argv() -> None:
 
 
 def test_parse_sinfo_gres_counts_each_node_once() -> None:
-    assert sc.parse_sinfo_gres(fixture("sinfo-gres.txt")) == {
-        "1g.10gb": sc.GresAvailability(total=40, used=3, free=37),
-        "3g.40gb": sc.GresAvailability(total=4, used=4, free=0),
-        "h100": sc.GresAvailability(total=2, used=2, free=0),
+    assert sa.parse_sinfo_gres(fixture("sinfo-gres.txt")) == {
+        "1g.10gb": sa.GresAvailability(total=40, used=3, free=37),
+        "3g.40gb": sa.GresAvailability(total=4, used=4, free=0),
+        "h100": sa.GresAvailability(total=2, used=2, free=0),
     }
 
 
 def test_parse_sinfo_gres_offers_nothing_on_a_draining_node() -> None:
-    counts = sc.parse_sinfo_gres(fixture("sinfo-gres-draining.txt"))
-    assert counts["1g.10gb"] == sc.GresAvailability(total=40, used=3, free=0)
+    counts = sa.parse_sinfo_gres(fixture("sinfo-gres-draining.txt"))
+    assert counts["1g.10gb"] == sa.GresAvailability(total=40, used=3, free=0)
 
 
 def test_parse_sinfo_gres_reads_index_lists_and_skips_untyped_gres() -> None:
@@ -329,7 +331,7 @@ def test_parse_sinfo_gres_reads_index_lists_and_skips_untyped_gres() -> None:
         "gpu02|idle*|gpu:h100:4(S:0-1)|gpu:h100:0(IDX:N/A)\n"
         "gpu03|idle|(null)|(null)\n"
     )
-    assert sc.parse_sinfo_gres(stdout) == {"h100": sc.GresAvailability(total=8, used=2, free=2)}
+    assert sa.parse_sinfo_gres(stdout) == {"h100": sa.GresAvailability(total=8, used=2, free=2)}
 
 
 # ---- sacct -----------------------------------------------------------------------------------
@@ -369,7 +371,7 @@ def test_sacct_argv_refuses_ambiguous_requests() -> None:
 
 
 def test_parse_sacct_reads_slices_times_and_states() -> None:
-    jobs = {j.job_id: j for j in sc.parse_sacct(fixture("sacct-jobs.txt"))}
+    jobs = {j.job_id: j for j in sa.parse_sacct(fixture("sacct-jobs.txt"))}
 
     done = jobs["10"]
     assert (done.state, done.account, done.user, done.partition) == (
@@ -393,7 +395,7 @@ def test_parse_sacct_reads_slices_times_and_states() -> None:
 
 
 def test_parse_sacct_reads_a_time_window_with_several_slice_types() -> None:
-    jobs = {j.job_id: j for j in sc.parse_sacct(fixture("sacct-window.txt"))}
+    jobs = {j.job_id: j for j in sa.parse_sacct(fixture("sacct-window.txt"))}
     assert len(jobs) == 24
     assert jobs["9"].gres == {"1g.10gb": 1, "3g.40gb": 1}
     assert jobs["23"].gres == {"1g.10gb": 2}
@@ -401,16 +403,16 @@ def test_parse_sacct_reads_a_time_window_with_several_slice_types() -> None:
 
 
 def test_parse_sacct_shows_what_slurmdbd_knows_just_after_a_start() -> None:
-    (job,) = sc.parse_sacct(fixture("sacct-just-started.txt"))
+    (job,) = sa.parse_sacct(fixture("sacct-just-started.txt"))
     # slurmdbd lags slurmctld: a running job reads PENDING, without partition or slices.
     assert (job.state, job.partition, job.gres, job.name) == ("PENDING", "", {}, "allocation")
 
 
 def test_parse_sacct_reads_a_failed_job() -> None:
-    (job,) = sc.parse_sacct(fixture("sacct-failed.txt"))
+    (job,) = sa.parse_sacct(fixture("sacct-failed.txt"))
     assert (job.state, job.exit_code, job.gres) == ("FAILED", "3:0", {"1g.10gb": 1})
 
 
 def test_parse_sacct_refuses_a_line_of_another_format() -> None:
     with pytest.raises(ValueError, match="fields"):
-        sc.parse_sacct("10|COMPLETED\n")
+        sa.parse_sacct("10|COMPLETED\n")

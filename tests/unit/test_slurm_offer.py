@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from slicehub.spawners.site import load_site
+from slicehub.spawners.slurm import answers as sa
 from slicehub.spawners.slurm import commands as sc
 from slicehub.spawners.slurm.offer import availability, contradictions
 
@@ -18,8 +19,8 @@ FIXTURES = REPO / "tests" / "fixtures" / "slurm"
 SITE = load_site(REPO / "hub_config" / "slurm-site.toml")
 
 
-def nodes() -> dict[str, sc.NodeResources]:
-    return sc.parse_sinfo_nodes((FIXTURES / "sinfo-nodes.txt").read_text())
+def nodes() -> dict[str, sa.NodeResources]:
+    return sa.parse_sinfo_nodes((FIXTURES / "sinfo-nodes.txt").read_text())
 
 
 def test_sinfo_nodes_argv():
@@ -43,7 +44,7 @@ def test_parse_sinfo_nodes_merges_partitions_and_reads_free_resources():
 
 def test_parse_sinfo_nodes_refuses_another_format():
     with pytest.raises(ValueError, match="fields"):
-        sc.parse_sinfo_nodes("vm|idle|gpu:1g.10gb:4\n")
+        sa.parse_sinfo_nodes("vm|idle|gpu:1g.10gb:4\n")
 
 
 def test_free_counts_per_slice_type():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from slicehub.spawners.slurm import commands as sc
+from slicehub.spawners.slurm import answers as sa
 from slicehub.spawners.slurm.reconcile import LedgerSession, compare, report
 
 from .test_slurm_site import site_with
@@ -21,7 +21,7 @@ def session(sid=7, user="alice", seconds=600.0, start=T0, slice_type="h100.1g.10
 def job(name="slicehub-7-alice", elapsed=600, submit=T0, wait=0, gres=None, state="COMPLETED"):
     local = submit.astimezone().replace(tzinfo=None)  # sacct prints local time
     start = local + timedelta(seconds=wait)
-    return sc.AccountedJob(
+    return sa.AccountedJob(
         job_id="812",
         state=state,
         partition="gpu",

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from slicehub.spawners.site import SiteError, SlurmSliceType, load_site, parse_site
+from slicehub.spawners.site import SiteError, load_site, parse_site
+from slicehub.spawners.slurm.site import SlurmSliceType
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,6 +1,6 @@
 """Alembic environment for the ledger's tables (run by Ledger.upgrade)."""
 
-from slicehub.quota.migrate import run_env
+from slicehub.db import run_env
 from slicehub.quota.models import Base
 from slicehub.quota.store import VERSION_TABLE
 

@@ -15,36 +15,27 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from slicehub.common import clock
 
-from ..site import Site, SiteError, SliceType, can_ever_run, load_site
+from ..site_model import SliceType
+from ..site_values import SiteError
+from ..source import Availability, NoSliceFree
 from . import nvml
 from .allocator import AllocationConflict, Allocator, Assignment, SliceRequest
 from .inventory import Inventory, Node
 from .reservations import ReservationStore
+from .site import LocalSite, can_ever_run, load_local_site
 
 log = logging.getLogger("slicehub.slices")
-
-
-class NoSliceFree(RuntimeError):
-    """No slice of the requested type can be had right now; the message says so plainly."""
-
-
-@dataclass(frozen=True)
-class Availability:
-    slice_type: SliceType
-    free: int
-    capacity: int
 
 
 def request_for(slice_type: SliceType) -> SliceRequest:
     return SliceRequest(slice_type.shape, slice_type.cpus, slice_type.memory_bytes)
 
 
-def resolve_inventory(site: Site, discover=nvml.discover) -> Inventory:
+def resolve_inventory(site: LocalSite, discover=nvml.discover) -> Inventory:
     """The inventory the site file asks for: declared, discovered through NVML, or (auto)
     discovered where a GPU answers and declared otherwise."""
     if site.inventory_source == "declared":
@@ -76,7 +67,7 @@ def resolve_inventory(site: Site, discover=nvml.discover) -> Inventory:
 class SliceManager:
     _instances: dict[tuple[str, str], SliceManager] = {}
 
-    def __init__(self, site: Site, database_url: str, inventory: Inventory | None = None):
+    def __init__(self, site: LocalSite, database_url: str, inventory: Inventory | None = None):
         self.site = site
         self.inventory = inventory if inventory is not None else resolve_inventory(site)
         self.allocator = Allocator(self.inventory)
@@ -106,7 +97,7 @@ class SliceManager:
         """The process-wide manager for this site file and database (created on first use)."""
         key = (str(site_file), database_url)
         if key not in cls._instances:
-            cls._instances[key] = cls(load_site(site_file), database_url)
+            cls._instances[key] = cls(load_local_site(site_file), database_url)
         return cls._instances[key]
 
     @classmethod

@@ -30,8 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from slicehub.quota import migrate
-from slicehub.quota.models import UTCDateTime
+from slicehub import db
+from slicehub.db import UTCDateTime
 
 from .allocator import AllocationConflict, Assignment
 
@@ -84,7 +84,7 @@ class ReservationStore:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
-        migrate.upgrade(self.engine, MIGRATIONS, VERSION_TABLE)
+        db.upgrade(self.engine, MIGRATIONS, VERSION_TABLE)
 
     def add(self, holder: str, a: Assignment, created_at: datetime, session_end=None) -> None:
         """Write one reservation atomically; AllocationConflict if any resource is taken."""

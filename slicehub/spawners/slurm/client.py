@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from . import answers as sa
 from . import commands as sc
 
 log = logging.getLogger("slicehub.slurm")
@@ -69,7 +70,7 @@ class Snapshot:
 
     started: float  # time.monotonic() when squeue was asked
     ids: frozenset[str]
-    jobs: Mapping[str, sc.QueuedJob] = field(default_factory=dict)
+    jobs: Mapping[str, sa.QueuedJob] = field(default_factory=dict)
     positions: Mapping[str, int] = field(default_factory=dict)
     error: str | None = None  # squeue failed: what it said
 
@@ -103,7 +104,7 @@ class SlurmClient:
         self._watched: set[str] = set()
         self._last: Snapshot | None = None
         self._inflight: asyncio.Future | None = None
-        self._nodes: tuple[float, dict[str, sc.NodeResources] | None] | None = None
+        self._nodes: tuple[float, dict[str, sa.NodeResources] | None] | None = None
         self._nodes_inflight: asyncio.Future | None = None
 
     @classmethod
@@ -218,7 +219,7 @@ class SlurmClient:
             log.warning("squeue failed for jobs %s: %s", ",".join(sorted(ids)), done.why())
             return Snapshot(started, ids, error=done.why())
         try:
-            jobs = {j.job_id: j for j in sc.parse_squeue(done.stdout)}
+            jobs = {j.job_id: j for j in sa.parse_squeue(done.stdout)}
         except ValueError as e:
             return Snapshot(started, ids, error=f"squeue's output could not be read: {e}")
         positions: dict[str, int] = {}
@@ -226,26 +227,26 @@ class SlurmClient:
             queue = await self.run(sc.squeue_argv(pending_only=True, executable=squeue))
             if queue.ok:
                 try:
-                    positions = sc.queue_positions(sc.parse_squeue(queue.stdout))
+                    positions = sa.queue_positions(sa.parse_squeue(queue.stdout))
                 except ValueError:
                     positions = {}
         return Snapshot(started, ids, jobs, positions)
 
-    async def accounted(self, job_id: str) -> sc.AccountedJob | None:
+    async def accounted(self, job_id: str) -> sa.AccountedJob | None:
         """What sacct knows of a job that squeue no longer lists (None: nothing, or no
         accounting on this cluster)."""
         done = await self.run(sc.sacct_argv([job_id], executable=self.command("sacct")))
         if not done.ok:
             return None
         try:
-            jobs = sc.parse_sacct(done.stdout)
+            jobs = sa.parse_sacct(done.stdout)
         except ValueError:
             return None
         return next((j for j in jobs if j.job_id == job_id), None)
 
     # -- nodes -------------------------------------------------------------------------------
 
-    async def nodes(self, max_age: float) -> dict[str, sc.NodeResources] | None:
+    async def nodes(self, max_age: float) -> dict[str, sa.NodeResources] | None:
         """Every node's partitions, address and free CPUs, memory and slices (one sinfo shared
         for `max_age` seconds); None when sinfo did not answer."""
         while True:
@@ -265,7 +266,7 @@ class SlurmClient:
             nodes = None
             if done.ok:
                 try:
-                    nodes = sc.parse_sinfo_nodes(done.stdout)
+                    nodes = sa.parse_sinfo_nodes(done.stdout)
                 except ValueError as e:
                     log.warning("sinfo's output could not be read: %s", e)
             else:

@@ -26,8 +26,8 @@ from pathlib import Path
 import jinja2
 
 from ..options import SliceOptions
-from ..site import SlurmSite
 from . import commands as sc
+from .site import SlurmSite
 
 TEMPLATES = Path(__file__).parent / "templates"
 SCRIPT = "slurm_job.sh.j2"

@@ -17,15 +17,18 @@ import os
 import subprocess
 from collections.abc import Mapping
 
-from ..local.manager import Availability
-from ..site import Site, SiteError, SliceType, SlurmSliceType
+from ..site_model import Site, SliceType
+from ..site_values import SiteError
+from ..source import Availability
+from . import answers as sa
 from . import commands as sc
+from .site import SlurmSliceType
 
 log = logging.getLogger("slicehub.slurm")
 MIB = 1024**2
 
 
-def _fits(st: SliceType, where: SlurmSliceType, node: sc.NodeResources, free: bool) -> int:
+def _fits(st: SliceType, where: SlurmSliceType, node: sa.NodeResources, free: bool) -> int:
     """How many slices of this type the node holds (free: now; else: when empty)."""
     mem_mb = math.ceil(st.memory_bytes / MIB)
     if free:
@@ -41,7 +44,7 @@ def _fits(st: SliceType, where: SlurmSliceType, node: sc.NodeResources, free: bo
     return min(counts)
 
 
-def availability(site: Site, nodes: Mapping[str, sc.NodeResources]) -> list[Availability]:
+def availability(site: Site, nodes: Mapping[str, sa.NodeResources]) -> list[Availability]:
     """Free now and in all, per offered slice type (a slice competes with the other types for
     the same CPUs and memory, so these are upper bounds, never promises: Slurm queues the rest)."""
     rows = []
@@ -54,7 +57,7 @@ def availability(site: Site, nodes: Mapping[str, sc.NodeResources]) -> list[Avai
     return rows
 
 
-def contradictions(site: Site, nodes: Mapping[str, sc.NodeResources]) -> list[SiteError]:
+def contradictions(site: Site, nodes: Mapping[str, sa.NodeResources]) -> list[SiteError]:
     """What the cluster says against the site file, each as a SiteError with the fix."""
     problems = []
     partitions = set().union(*(n.partitions for n in nodes.values())) if nodes else set()
@@ -101,7 +104,7 @@ def contradictions(site: Site, nodes: Mapping[str, sc.NodeResources]) -> list[Si
     return problems
 
 
-def check_cluster(site: Site, timeout: float = 15) -> dict[str, sc.NodeResources] | None:
+def check_cluster(site: Site, timeout: float = 15) -> dict[str, sa.NodeResources] | None:
     """At hub start-up: ask `sinfo` and raise the first contradiction as a SiteError. A cluster
     that does not answer is logged, not fatal: Slurm may be restarting, and starts say so."""
     argv = sc.sinfo_nodes_argv(executable=site.slurm.command("sinfo"))
@@ -122,7 +125,7 @@ def check_cluster(site: Site, timeout: float = 15) -> dict[str, sc.NodeResources
             done.stderr.strip()[:300],
         )
         return None
-    nodes = sc.parse_sinfo_nodes(done.stdout)
+    nodes = sa.parse_sinfo_nodes(done.stdout)
     problems = contradictions(site, nodes)
     if problems:
         raise problems[0]

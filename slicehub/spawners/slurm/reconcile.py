@@ -24,8 +24,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ..site import Site
-from . import commands as sc
+from ..site_model import Site
+from . import answers as sa
 from .job import name_part, session_of_job
 
 DEFAULT_TOLERANCE_S = 10.0  # the quota service's default metering interval
@@ -35,7 +35,7 @@ MATCH_WINDOW = timedelta(minutes=2)  # a job is submitted right after its hold
 
 @dataclass(frozen=True)
 class LedgerSession:
-    """What the reconcile needs of a ledger session (read from quota's models, never written)."""
+    """What the reconcile needs of a ledger session (from the quota reader; never written)."""
 
     id: int
     project: str
@@ -75,7 +75,7 @@ def _aware(local: datetime | None) -> datetime | None:
 
 
 def compare(
-    jobs: Iterable[sc.AccountedJob],
+    jobs: Iterable[sa.AccountedJob],
     sessions: Mapping[int, LedgerSession],
     tolerance_s: float,
     site: Site | None = None,
@@ -175,26 +175,17 @@ def report(rows: list[Row], tolerance_s: float) -> str:
     return "\n".join(lines)
 
 
-def read_sessions(ledger_url: str, ids: Iterable[int], since: datetime) -> dict[int, LedgerSession]:
-    """Ledger sessions with these ids or started since `since`, read-only."""
-    from sqlalchemy import or_, select
-
-    from slicehub.quota.ledger import Ledger
-    from slicehub.quota.models import Project, Session
-
-    ledger = Ledger(ledger_url)
-    try:
-        with ledger.session() as db:
-            q = (
-                select(Session, Project.slug)
-                .join(Project, Project.id == Session.project_id)
-                .where(or_(Session.id.in_(list(ids)), Session.started_at >= since))
-            )
-            return {
-                s.id: LedgerSession(
-                    s.id, slug, s.username, s.slice_type, s.status, s.started_at, s.metered_until
-                )
-                for s, slug in db.execute(q).all()
-            }
-    finally:
-        ledger.dispose()
+def ledger_sessions(views: Iterable[Mapping]) -> dict[int, LedgerSession]:
+    """The ledger's sessions as the quota reader returns them (`sessions_for_reconcile`), by id."""
+    return {
+        v["id"]: LedgerSession(
+            v["id"],
+            v["project"],
+            v["username"],
+            v["slice_type"],
+            v["status"],
+            v["started_at"],
+            v["metered_until"],
+        )
+        for v in views
+    }

@@ -14,8 +14,9 @@ and the queue position -> once it runs, tighten its time limit to the hold's end
 at the latest, behind the quota service) -> the server reports its port -> ready. Any failure or a
 cancel on the way scancels the job and releases the hold.
 
-Slurm places jobs: the local allocator (SliceManager) is never used. A transient squeue failure
-never drops a server; only Slurm saying the job ended (or no longer knowing it) does.
+Slurm places jobs (the slice source is `SlurmSlices`: free counts from sinfo, nothing taken
+before sbatch). A transient squeue failure never drops a server; only Slurm saying the job ended
+(or no longer knowing it) does, and then the session is released as "crashed".
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import functools
 import os
 import pwd
 import time
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 
 from batchspawner import JobStatus, SlurmSpawner
@@ -36,18 +37,17 @@ from traitlets import Float, Integer, Type, Unicode, default
 
 from slicehub.common import clock
 
-from ..local.manager import Availability
-from ..options import SliceOptions, validate_options
-from ..site import Site, load_site
-from ..slicing import SliceSpawnerMixin, _join_hub_log
+from ..mixin import SliceSpawnerMixin, join_hub_log
+from ..options import SliceOptions
+from ..site_model import Site
+from ..site_values import SiteError
+from . import answers as sa
 from . import commands as sc
 from . import job as slurm_job
-from . import offer as slurm_offer
 from .batch_api import batchspawner_api_closed
 from .client import ALREADY_DONE, RunAs, SlurmClient, job_state
-
-STATE_VERSION = 1
-STATE_KEY = "slicehub_slurm"
+from .site import load_slurm_site
+from .source import SlurmSlices
 
 
 class SlurmJobFailed(RuntimeError):
@@ -61,12 +61,10 @@ class SlurmJobFailed(RuntimeError):
 
 @functools.cache
 def _site(path: str) -> Site:
-    return load_site(path)
+    return load_slurm_site(path)
 
 
 class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
-    queues_when_full = True
-
     # batchspawner waits 300 s; a queued start may wait that long for a slice
     start_timeout = Integer(300, config=True, help="Seconds a start may take, queueing included.")
     poll_interval = Integer(
@@ -156,45 +154,20 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
     # -- site and cluster ------------------------------------------------------------------
 
     @property
-    def site(self) -> Site:
+    def slice_source(self) -> SlurmSlices:
         if not self.site_file:
             raise web.HTTPError(500, "Slicehub is not configured: no site file (SLICEHUB_SITE).")
-        site = _site(self.site_file)
-        if site.slurm is None:
-            raise web.HTTPError(
-                500, f"{self.site_file} has no [slurm] table: it is not a Slurm site."
-            )
-        return site
+        try:
+            site = _site(self.site_file)
+        except SiteError as e:
+            raise web.HTTPError(500, f"Slicehub is misconfigured: {e}") from None
+        join_hub_log(self.log)  # slicehub.slurm's warnings belong in the hub's log
+        client = self.slurm_client_class.for_commands(site.slurm.commands)
+        return SlurmSlices(site, client, self.sinfo_max_age)
 
     @property
     def client(self) -> SlurmClient:
-        _join_hub_log(self.log)  # slicehub.slurm's warnings belong in the hub's log
-        return self.slurm_client_class.for_commands(self.site.slurm.commands)
-
-    async def offer(self) -> tuple[list[Availability], bool]:
-        site = self.site
-        nodes = await self.client.nodes(self.sinfo_max_age)
-        if nodes is None:  # Slurm did not answer: offer everything, counts unknown
-            rows = [Availability(st, None, None) for st in site.slice_types.values()]
-        else:
-            rows = slurm_offer.availability(site, nodes)
-        return rows, site.slurm.devices == "declared"
-
-    async def free_slice(self) -> None:
-        """Slurm frees the slice when the job ends; nothing is held locally."""
-
-    def holds_slice(self) -> bool:
-        return False
-
-    async def _project_for(self, options: SliceOptions) -> str:
-        project = await super()._project_for(options)
-        if self.site.slurm.account_for(project) is None:  # before any hold
-            raise web.HTTPError(
-                403,
-                f"Project {project} has no Slurm account on this cluster, so its sessions cannot "
-                "run here. Ask the centre's staff to map it ([slurm.accounts] in the site file).",
-            )
-        return project
+        return self.slice_source.client
 
     def _run_as(self) -> RunAs | None:
         """Submit and cancel as the user's own Unix account (run_as = "unix-users")."""
@@ -203,31 +176,6 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
         pw = pwd.getpwnam(self.user.name)
         groups = tuple(g for g in os.getgrouplist(pw.pw_name, pw.pw_gid) if g != pw.pw_gid)
         return RunAs(pw.pw_uid, pw.pw_gid, groups)
-
-    def slice_env(self) -> dict[str, str]:
-        """The slice, for the server (Slurm sets CUDA_VISIBLE_DEVICES for the job's GRES; the
-        script hides GPUs from a CPU-only slice and sets SLICEHUB_NODE)."""
-        opts = self.slice_options
-        if opts is None:
-            return {}
-        st = opts.slice_type
-        gpu = st.shape.kind != "cpu"
-        return {
-            "SLICEHUB_SLICE_TYPE": st.name,
-            "SLICEHUB_GPU_MEMORY_BYTES": str(st.gpu_memory_bytes),
-            "SLICEHUB_SESSION_END": clock.isoformat(self.session_end),
-            "SLICEHUB_CPUS": str(st.cpus),
-            "SLICEHUB_MEMORY_BYTES": str(st.memory_bytes),
-            "SLICEHUB_DEVICES_DECLARED": "1"
-            if gpu and self.site.slurm.devices == "declared"
-            else "0",
-            **self.ledger_env(),
-        }
-
-    def get_env(self):
-        env = super().get_env()
-        env.update(self.slice_env())
-        return env
 
     def get_req_subvars(self):
         """batchspawner's template variables: only the validated request, never user_options."""
@@ -297,9 +245,9 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
         self._port_reported = asyncio.Event()
         self.job_id, self._node, self._job_spec = "", None, None
         # refusals are 4xx with a sentence, nothing submitted; metered from the job's start
-        options = await self.hold_budget(deferred=True)
+        await self.take_slice(deferred=True)
         try:
-            return await self._run_job(options)
+            return await self._run_job(self.slice_options)
         except BaseException:
             await asyncio.shield(self._abandon())
             raise
@@ -366,7 +314,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
         done = await client.run(argv, stdin=script, env=env, run_as=run_as)
         if not done.ok:
             raise SlurmJobFailed(f"Slurm refused the job: {done.why()}")
-        self.job_id = sc.parse_sbatch(done.stdout)
+        self.job_id = sa.parse_sbatch(done.stdout)
         self.job_status = "PENDING"
         client.watch(self.job_id)
         # Recorded at once: a hub that restarts while the job waits finds it and cancels it.
@@ -384,7 +332,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
         if not done.ok:
             raise SlurmJobFailed(f"Could not create {folder} for the job's log: {done.why()}")
 
-    async def _wait_until_running(self) -> sc.QueuedJob:
+    async def _wait_until_running(self) -> sa.QueuedJob:
         client, job_id = self.client, self.job_id
         queued_since = time.monotonic()
         said = None
@@ -414,7 +362,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
                 said = message
             await asyncio.sleep(self.startup_poll_interval)
 
-    async def _died(self, job: sc.QueuedJob | None) -> SlurmJobFailed:
+    async def _died(self, job: sa.QueuedJob | None) -> SlurmJobFailed:
         """The error for a job that ended before its server started, with its log's end."""
         state = job.state if job is not None else None
         if job is None:
@@ -456,15 +404,8 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
         the job's time limit to match, so that Slurm does not end the job at the first hold's
         end. Only a Slurm operator may raise a limit: this scontrol runs as the hub's account
         (which a site makes an operator: docs/slurm.md), never as the user."""
-        try:
-            view = await self.quota.session(self.ledger_session["id"], self.user.name)
-        except Exception as e:  # the quota service is away: the next poll asks again
-            self.log.debug("Could not read ledger session of %s: %s", self.holder, e)
-            return
-        if view is None or self.session_end is None:
-            return
-        end = datetime.fromisoformat(view["end_at"])
-        if end <= self.session_end:
+        end = await self.ledger.extended_end()
+        if end is None or self.session_end is None or end <= self.session_end:
             return
         snap = await self.client.snapshot(self.poll_interval, need=self.job_id)
         queued = snap.jobs.get(self.job_id)
@@ -493,7 +434,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
                 done.why(),
             )
 
-    async def _tighten_time_limit(self, job: sc.QueuedJob, spec: slurm_job.JobSpec) -> None:
+    async def _tighten_time_limit(self, job: sa.QueuedJob, spec: slurm_job.JobSpec) -> None:
         """The job may have waited: cap its limit at the session's end counted from its real
         start, so Slurm ends it when the hold runs out at the latest."""
         started = job.start.astimezone() if job.start else clock.utcnow()  # naive: local time
@@ -526,6 +467,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
 
     async def _abandon(self) -> None:
         """A start that failed or was cancelled: cancel its job, release its hold."""
+        self.log.info("The start of %s did not complete; cancelling its job", self.holder)
         job_id = self.job_id
         try:
             if job_id:
@@ -536,7 +478,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
             if job_id:
                 self.client.forget(job_id)
             self.job_id = ""
-            await self.release_slice()
+            await self.release_slice("start-failed")
 
     # -- poll and stop -------------------------------------------------------------------
 
@@ -620,7 +562,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
             # charging until Slurm's time limit ends it at the session's end.
             await self._cancel(job_id)
         # released as soon as Slurm has the cancel: its accounting ends the job at this moment
-        await self.release_slice()
+        await self.release_slice("stopped")
         if job_id and not now:
             for _ in range(20):
                 snap = await self.client.snapshot(0.5, need=job_id)
@@ -634,38 +576,22 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
 
     # -- state ---------------------------------------------------------------------------
 
-    def get_state(self):
-        state = super().get_state()
-        if self.job_id and self.slice_options is not None:
-            state[STATE_KEY] = {
-                "version": STATE_VERSION,
-                "job_id": self.job_id,
-                "options": self.slice_options.to_user_options(),
-                "session_end": clock.isoformat(self.session_end),
-                "ledger_session": self.ledger_session,
-                "node": self._node,
-                "job": self._job_spec.__dict__ if self._job_spec else None,
-            }
-        return state
+    def launcher_state(self) -> dict:
+        if not self.job_id:
+            return {}
+        job = self._job_spec.__dict__ if self._job_spec else None
+        return {"slurm": {"job_id": self.job_id, "node": self._node, "job": job}}
 
-    def load_state(self, state):
-        super().load_state(state)
-        saved = self.saved_state(state, STATE_KEY, STATE_VERSION, "Slurm state")
-        if not saved:
+    def load_launcher_state(self, saved: dict, version: int) -> None:
+        part = saved.get("slurm") or saved  # version 1 kept these beside the options
+        if not part.get("job_id"):
             return
-        try:
-            self.job_id = sc.check_job_id(saved["job_id"])
-            self.slice_options = validate_options(saved["options"], self.site)
-            self.session_end = datetime.fromisoformat(saved["session_end"])
-            self.ledger_session = saved.get("ledger_session")
-            self._node = saved.get("node")
-            job = saved.get("job")
-            if job:
-                job["gres"] = tuple(tuple(g) for g in job["gres"])
-                self._job_spec = slurm_job.JobSpec(**job)
-        except (KeyError, ValueError, TypeError) as e:
-            self.log.error("Could not read the Slurm state of %s: %s", self.holder, e)
-            return
+        self.job_id = sc.check_job_id(part["job_id"])
+        self._node = part.get("node")
+        job = part.get("job")
+        if job:
+            job["gres"] = tuple(tuple(g) for g in job["gres"])
+            self._job_spec = slurm_job.JobSpec(**job)
         self.client.watch(self.job_id)
         self.log.info("%s: reconnected to Slurm job %s", self.holder, self.job_id)
 

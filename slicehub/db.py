@@ -1,18 +1,43 @@
-"""Alembic, the way both of Slicehub's databases use it (the slice reservations and the ledger).
+"""The database plumbing both of Slicehub's hub-side stores share (the ledger, `slicehub.quota`,
+and the local slice reservations, `slicehub.spawners.local.reservations`): Alembic the way both
+use it, and a column type for times.
 
-Each keeps its own migrations folder and its own version table, so the two can share one
+Each store keeps its own migrations folder and its own version table, so the two can share one
 database or live apart. `upgrade` brings a schema to its newest revision at start-up; `run_env`
-is the body of each folder's env.py.
+is the body of each folder's env.py. Times are stored in UTC and come back timezone-aware.
 """
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 from alembic import command, context
 from alembic.config import Config
-from sqlalchemy import create_engine
+from sqlalchemy import DateTime, TypeDecorator, create_engine
 from sqlalchemy.engine import Engine
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores UTC, hands back timezone-aware UTC (SQLite forgets the zone otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(
+                "naive datetime given to the database; use slicehub.common.clock.utcnow()"
+            )
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def alembic_config(script_location: Path, url: str, version_table: str) -> Config:

@@ -1,0 +1,65 @@
+"""Reading values out of a site file: each problem a `SiteError` that names the file, the key,
+what is wrong and the fix. Used by every part of the site file's reader (`slicehub.spawners.site`
+and the sources' own tables), so a bad edit reads the same wherever it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jupyterhub.traitlets import ByteSpecification
+from traitlets import TraitError
+
+
+class SiteError(ValueError):
+    """A problem in a site file: which file, which key, what is wrong and how to fix it."""
+
+    def __init__(self, path: Path | str, key: str, problem: str, fix: str):
+        self.path, self.key, self.problem, self.fix = str(path), key, problem, fix
+        super().__init__(f"{path}: {key}: {problem}. Fix: {fix}")
+
+
+def check_bytes(path, key, value) -> int:
+    try:
+        out = ByteSpecification().validate(None, value)
+    except TraitError:
+        raise SiteError(
+            path, key, f"{value!r} is not an amount of memory", 'write e.g. "64G" or "512M"'
+        ) from None
+    if not isinstance(out, int) or out <= 0:
+        raise SiteError(path, key, f"{value!r} must be more than zero", 'write e.g. "64G"')
+    return out
+
+
+def check_int(path, key, value, minimum: int = 0, maximum: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SiteError(
+            path, key, f"{value!r} is not a whole number", f"write a number ≥ {minimum}"
+        )
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"from {minimum} to {maximum}" if maximum is not None else f"≥ {minimum}"
+        raise SiteError(path, key, f"{value} is out of range", f"write a number {bound}")
+    return value
+
+
+def check_table(path, key, value) -> dict:
+    if not isinstance(value, dict):
+        raise SiteError(path, key, "must be a table", f"write it as [{key}]")
+    return value
+
+
+def check_known(path, key, table: dict, allowed: set[str]) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        prefix = f"{key}." if key else ""
+        raise SiteError(
+            path,
+            f"{prefix}{unknown[0]}",
+            "is not a setting Slicehub knows",
+            f"remove it or use one of: {', '.join(sorted(allowed))}",
+        )
+
+
+def check_choice(path, key, value, choices) -> str:
+    if value not in choices:
+        raise SiteError(path, key, f"{value!r} is not allowed", f"use one of: {', '.join(choices)}")
+    return value
