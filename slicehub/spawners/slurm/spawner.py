@@ -212,7 +212,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
                 "batchspawner's /hub/api/batchspawner is open (it lets a server's token set any "
                 "spawner attribute). Fix: call "
                 "slicehub.spawners.slurm.batch_api.close_batchspawner_api() in the hub's config, "
-                "as hub_config/jupyterhub_config.py does."
+                "as slicehub.hub.configure does for a Slurm site."
             )
             raise web.HTTPError(500, "This hub is misconfigured; no server can start. Staff know.")
 
