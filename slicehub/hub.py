@@ -66,6 +66,10 @@ def _hub(c, data: Path) -> None:
     c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
     c.ConfigurableHTTPProxy.pid_file = str(data / "proxy.pid")
+    # the proxy's token outlives the hub: a hub restarted after a crash is not refused by the
+    # proxy that kept serving (slicehub.proxy decides what to do with that proxy)
+    c.JupyterHub.proxy_class = "slicehub.proxy.SlicehubProxy"
+    c.ConfigurableHTTPProxy.auth_token = _secret(data, "proxy_auth_token")
     # hub pages with links to the quota service's "My usage" and "Running sessions" pages
     c.JupyterHub.template_paths = [str(deployment_dir() / "templates")]
 
