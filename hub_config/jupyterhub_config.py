@@ -1,18 +1,14 @@
-"""Slicehub's JupyterHub configuration: the embedded default (one machine, SQLite), or the
-test Slurm cluster when the site file has a [slurm] table (slurm-site.toml: SlurmSliceSpawner).
+"""Slicehub's JupyterHub configuration. Nothing here is to be edited for a deployment.
 
-Everything is composed by `slicehub.hub.configure` from the deployment's settings
-(`slicehub.settings`: SLICEHUB_DATA_DIR, SLICEHUB_SITE, SLICEHUB_LEDGER_URL, ...). Also read:
-  SLICEHUB_SLURM_BIND_IP  where Slurm jobs' servers listen (default 127.0.0.1: the test
-                          cluster is this machine; a centre's compute nodes: 0.0.0.0)
-  SLICEHUB_DEMO_PASSWORD  the demo users' shared password (default: slicehub-demo)
-  SLICEHUB_METER_INTERVAL seconds between metering ticks (default: 10)
-  SLICEHUB_ORPHAN_GRACE   seconds a ledger session may have no server on the hub before the
-                          quota service closes it (default: 120)
-
-The site file is checked before the hub starts: a bad value stops it with the file, key and fix.
+What is served comes from the deployment file (SLICEHUB_DEPLOYMENT, else
+/etc/slicehub/deployment.toml; demo.toml beside this file is the embedded demo's) and the
+SLICEHUB_* environment (slicehub.settings); docs/deploy.md says how. JupyterHub settings the
+deployment file does not cover go in jupyterhub_config.d/*.py beside the deployment file, loaded
+after Slicehub's. A bad deployment, site file or ledger stops the hub with the file, key and fix.
 """
 
-from slicehub.hub import configure
+from slicehub.hub import configure, overrides
 
 configure(get_config())  # noqa: F821 (provided by JupyterHub)
+for override in overrides():  # the operator's own settings, after Slicehub's
+    load_subconfig(str(override))  # noqa: F821

@@ -26,6 +26,8 @@ from slicehub.spawners.slurm.reconcile import DEFAULT_TOLERANCE_S
 
 
 def _demo(args) -> int:
+    """The embedded demo: its own deployment file (demo.toml), unless one is named."""
+    os.environ.setdefault("SLICEHUB_DEPLOYMENT", str(deployment_dir() / "demo.toml"))
     password = os.environ.get("SLICEHUB_DEMO_PASSWORD", "slicehub-demo")
     site = check_site_or_exit(Settings().site_file)
     print(

@@ -78,3 +78,30 @@ def run_env(target_metadata, version_table: str) -> None:
     engine = create_engine(config.get_main_option("sqlalchemy.url"))
     with engine.begin() as connection:
         migrate(connection)
+
+
+def unreachable(url: str, timeout: float = 5) -> str:
+    """Why the database at `url` cannot be reached now ("" when it can), without changing it: a
+    connection is opened and closed (SQLite: the file's folder must exist)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        return f"not a database URL: {e}"
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and not Path(parsed.database).parent.is_dir():
+            return f"the folder of {parsed.database} does not exist"
+        return ""
+    connect_args = (
+        {"connect_timeout": int(timeout)} if parsed.get_backend_name() == "postgresql" else {}
+    )
+    engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=False)
+    try:
+        with engine.connect():
+            return ""
+    except SQLAlchemyError as e:
+        return str(e.orig if getattr(e, "orig", None) is not None else e).strip().splitlines()[0]
+    finally:
+        engine.dispose()

@@ -1,18 +1,19 @@
-"""The hub's configuration, composed in one call from a deployment's `jupyterhub_config.py`:
+"""The hub's configuration, composed in one call from `jupyterhub_config.py`:
 
-    from slicehub.hub import configure
-    configure(c)
+    from slicehub.hub import configure, overrides
+    configure(get_config())
+    for path in overrides():  # the operator's jupyterhub_config.d/*.py, after Slicehub's
+        load_subconfig(str(path))
 
-From the deployment's `Settings` (data dir, databases, site file: `slicehub.settings`) it checks
-the site file (a bad one stops the hub with the file, the key and the fix), picks the spawner the
-site needs, and registers the quota service with the least-privilege scopes each party needs
-(the list below is the documentation of who may do what). It writes no database: the quota
-service migrates the ledger, seeds the embedded demo and checks the list prices in its own
-named start-up steps (`slicehub.quota.service`), and the local spawner migrates its
-reservations when it first opens them.
-
-What a deployment may change after the call, as plain JupyterHub config: the authenticator
-(the embedded demo signs in alice, bob and staff with one password), the public URL, timeouts.
+From the deployment (`slicehub.settings`: the deployment file, the data dir, the databases, the
+site file) it checks what the hub needs before it starts (the deployment file, the site file
+against this machine or cluster, the ledger reachable: a problem stops the hub with the file,
+the key and the fix), sets the public URL and TLS, sign-in (`slicehub.sign_in`; the embedded
+demo's own users only in demo mode), the spawner the site needs, and registers the quota service
+with the least-privilege scopes each party needs (the roles below are the documentation of who
+may do what). It writes no database: the quota service migrates the ledger, seeds the demo and
+checks the list prices in its named start-up steps (`slicehub.quota.service`), and the local
+spawner migrates its reservations when it first opens them.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ import socket
 import sys
 from pathlib import Path
 
+from slicehub.config_file import ConfigFileError
+from slicehub.db import unreachable
+from slicehub.deployment import Deployment
 from slicehub.settings import Settings, deployment_dir
+from slicehub.sign_in import configure_sign_in, group_name
 from slicehub.spawners.site import Site, SiteError, check_site
 from slicehub.spawners.slurm.batch_api import close_batchspawner_api
 
@@ -44,24 +49,74 @@ def check_site_or_exit(path: Path | str) -> Site:
     try:
         return check_site(path)
     except SiteError as e:
-        print(f"Slicehub cannot start: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        cannot_start(e)
+
+
+def cannot_start(problem: Exception):
+    print(f"Slicehub cannot start: {problem}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+def checked(settings: Settings) -> tuple[Deployment, Site, Path]:
+    """The deployment, its site and its data dir (made, 0700), or stop: what must hold before
+    the hub starts."""
+    try:
+        deployment = settings.deployment
+        data = settings.data_path
+    except ConfigFileError as e:
+        cannot_start(e)
+    site = check_site_or_exit(settings.site_file)
+    problem = unreachable(settings.ledger_url)
+    if problem:
+        where = deployment.path if deployment.ledger_url else "(environment)"
+        key = "deployment.ledger_url" if deployment.ledger_url else "SLICEHUB_LEDGER_URL"
+        cannot_start(
+            ConfigFileError(
+                where,
+                key,
+                f"the ledger cannot be reached ({problem})",
+                "start the database, "
+                "or correct the URL (postgresql+psycopg://user@host/db, or sqlite:///path)",
+            )
+        )
+    return deployment, site, data
 
 
 def configure(c, settings: Settings | None = None) -> Site:
     """Fill JupyterHub's config `c` for this deployment; the site it serves."""
     settings = settings or Settings()
-    site = check_site_or_exit(settings.site_file)
-    data = settings.data_path
-    _hub(c, data)
-    spawner = _spawner(c, settings, site)
-    _demo_sign_in(c)
-    _quota_service(c, settings, site, spawner)
+    deployment, site, data = checked(settings)
+    _hub(c, data, deployment)
+    spawner = _spawner(c, settings, site, deployment)
+    if deployment.demo:
+        _demo_sign_in(c)
+        staff_users, staff_groups = DEMO_ADMINS, set()
+    else:
+        configure_sign_in(c, deployment.sign_in, deployment.hub.public_url)
+        staff_users = set(deployment.sign_in.staff)
+        group = deployment.sign_in.staff_group
+        staff_groups = {group_name(group)} if group else set()
+    _quota_service(c, settings, site, spawner, deployment, staff_users, staff_groups)
     return site
 
 
-def _hub(c, data: Path) -> None:
-    c.JupyterHub.bind_url = "http://127.0.0.1:8000"
+def overrides(settings: Settings | None = None) -> list[Path]:
+    """The operator's own JupyterHub settings: `jupyterhub_config.d/*.py` beside the deployment
+    file (or where `deployment.overrides` says), in name order, to load after Slicehub's."""
+    folder = (settings or Settings()).deployment.overrides
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(folder.glob("*.py"))
+
+
+def _hub(c, data: Path, deployment: Deployment) -> None:
+    hub = deployment.hub
+    c.JupyterHub.bind_url = hub.public_url
+    if hub.tls_cert:
+        c.JupyterHub.ssl_cert = str(hub.tls_cert)
+        c.JupyterHub.ssl_key = str(hub.tls_key)
+    if hub.trusted_proxies:  # behind a reverse proxy: its X-Forwarded-* headers are believed
+        c.JupyterHub.trusted_downstream_ips = list(hub.trusted_proxies)
     c.JupyterHub.db_url = f"sqlite:///{data / 'jupyterhub.sqlite'}"
     c.JupyterHub.cookie_secret_file = str(data / "jupyterhub_cookie_secret")
     c.JupyterHub.pid_file = str(data / "jupyterhub.pid")
@@ -74,7 +129,7 @@ def _hub(c, data: Path) -> None:
     c.JupyterHub.template_paths = [str(deployment_dir() / "templates")]
 
 
-def _spawner(c, settings: Settings, site: Site):
+def _spawner(c, settings: Settings, site: Site, deployment: Deployment):
     """The spawner the site needs, its part of the config returned."""
     venv_bin = Path(sys.executable).parent
     if site.slurm is not None:
@@ -84,13 +139,17 @@ def _spawner(c, settings: Settings, site: Site):
         spawner = c.SlurmSliceSpawner
         spawner.batchspawner_singleuser_cmd = str(venv_bin / "batchspawner-singleuser")
         # where jobs' servers listen: 127.0.0.1 on a one-machine test cluster
-        spawner.bind_ip = os.environ.get("SLICEHUB_SLURM_BIND_IP", "127.0.0.1")
+        spawner.bind_ip = (
+            os.environ.get("SLICEHUB_SLURM_BIND_IP") or deployment.hub.server_bind_ip or "127.0.0.1"
+        )
     else:
         c.JupyterHub.spawner_class = "slicehub-local"
         spawner = c.LocalSliceSpawner
         spawner.database_url = settings.slices_url
     spawner.site_file = str(site.path)
     spawner.home_root = str(settings.data_path / "homes")
+    if deployment.hub.server_quota_url:
+        spawner.server_quota_url = deployment.hub.server_quota_url
     c.Spawner.cmd = [str(venv_bin / "jupyterhub-singleuser")]
     c.Spawner.default_url = "/lab"
     c.Spawner.start_timeout = 60
@@ -108,7 +167,7 @@ def _demo_sign_in(c) -> None:
     c.Authenticator.admin_users = set(DEMO_ADMINS)
 
 
-def _quota_service(c, settings: Settings, site: Site, spawner) -> None:
+def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_groups) -> None:
     url = f"http://127.0.0.1:{int(os.environ.get('SLICEHUB_QUOTA_PORT') or _free_port())}"
     token = _secret(settings.data_path, "quota_spawner_token")
     command = [
@@ -120,7 +179,7 @@ def _quota_service(c, settings: Settings, site: Site, spawner) -> None:
         f"--meter-interval={os.environ.get('SLICEHUB_METER_INTERVAL', '10')}",
         f"--orphan-grace={os.environ.get('SLICEHUB_ORPHAN_GRACE', '120')}",
     ]
-    if site.run_as == "hub-user":  # the embedded demo: something to spend from the first start
+    if deployment.demo:  # the embedded demo: something to spend from the first start
         command.append("--seed-demo")
     c.JupyterHub.services = [
         {
@@ -145,7 +204,8 @@ def _quota_service(c, settings: Settings, site: Site, spawner) -> None:
         },
         {
             "name": "quota-staff",
-            "users": sorted(DEMO_ADMINS),
+            "users": sorted(staff_users),
+            "groups": sorted(staff_groups),
             "scopes": [
                 "custom:quota:staff",
                 "custom:quota:metrics",

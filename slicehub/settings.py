@@ -1,10 +1,12 @@
 """Where a Slicehub deployment keeps its state, said once: the data directory, the ledger's and
-the slice reservations' databases, the site file, and the deployment's own files.
+the slice reservations' databases, the site file, the deployment file and the project's own
+deployment files.
 
 Every part that needs one of these asks `Settings` (the hub's configuration, the quota service,
-the `slicehub` command); none computes a default of its own. Each value has one default, and an
-environment variable that overrides it:
+the `slicehub` command); none computes a default of its own. Each value is taken from, in this
+order: its environment variable, the deployment file (`slicehub.deployment`), its one default.
 
+    SLICEHUB_DEPLOYMENT  the deployment file (default: /etc/slicehub/deployment.toml if present)
     SLICEHUB_DATA_DIR    the data directory (default: .data in the working directory)
     SLICEHUB_LEDGER_URL  the ledger database (default: SQLite ledger.sqlite in the data dir)
     SLICEHUB_SLICES_URL  the slice reservations (default: SQLite slicehub.sqlite in the data dir)
@@ -24,6 +26,8 @@ from pathlib import Path
 from traitlets import Unicode, default
 from traitlets.config import Configurable
 
+from .deployment import Deployment, deployment_file, load_deployment
+
 
 def deployment_dir() -> Path:
     """The installed deployment files (hub_config/ of the source tree)."""
@@ -35,7 +39,19 @@ def sqlite_url(path: Path) -> str:
 
 
 class Settings(Configurable):
-    """The deployment's paths and database URLs; `Settings()` reads the environment."""
+    """The deployment's paths and database URLs; `Settings()` reads the environment and the
+    deployment file (a bad one raises ConfigFileError with the file, the key and the fix)."""
+
+    deployment_path = Unicode(
+        config=True,
+        help="""Path of the deployment file (TOML): the operator's settings.
+
+        Default: $SLICEHUB_DEPLOYMENT, else /etc/slicehub/deployment.toml when it exists, else
+        none (a lab server: PAM sign-in). Example: "/etc/slicehub/deployment.toml".
+        """,
+    )
+
+    _deployment: Deployment | None = None
 
     data_dir = Unicode(
         config=True,
@@ -73,14 +89,29 @@ class Settings(Configurable):
         """,
     )
 
+    @default("deployment_path")
+    def _deployment_path_default(self) -> str:
+        found = deployment_file()
+        return str(found) if found else ""
+
+    @property
+    def deployment(self) -> Deployment:
+        """The deployment file, read and checked once."""
+        if self._deployment is None:
+            self._deployment = load_deployment(self.deployment_path or None)
+        return self._deployment
+
     @default("data_dir")
     def _data_dir_default(self) -> str:
-        return str(Path(os.environ.get("SLICEHUB_DATA_DIR") or ".data").resolve())
+        chosen = os.environ.get("SLICEHUB_DATA_DIR") or self.deployment.data_dir or ".data"
+        return str(Path(chosen).resolve())
 
     @default("ledger_url")
     def _ledger_url_default(self) -> str:
-        return os.environ.get("SLICEHUB_LEDGER_URL") or sqlite_url(
-            Path(self.data_dir) / "ledger.sqlite"
+        return (
+            os.environ.get("SLICEHUB_LEDGER_URL")
+            or self.deployment.ledger_url
+            or sqlite_url(Path(self.data_dir) / "ledger.sqlite")
         )
 
     @default("slices_url")
@@ -91,9 +122,12 @@ class Settings(Configurable):
 
     @default("site_file")
     def _site_file_default(self) -> str:
-        return str(
-            Path(os.environ.get("SLICEHUB_SITE") or deployment_dir() / "demo-site.toml").resolve()
+        chosen = (
+            os.environ.get("SLICEHUB_SITE")
+            or self.deployment.site
+            or deployment_dir() / "demo-site.toml"
         )
+        return str(Path(chosen).resolve())
 
     @property
     def data_path(self) -> Path:

@@ -43,6 +43,7 @@ VENV_BIN = Path(sys.executable).parent
 JUPYTERHUB = VENV_BIN / "jupyterhub"
 JUPYTERHUB_SINGLEUSER = VENV_BIN / "jupyterhub-singleuser"
 CONFIGURABLE_HTTP_PROXY = REPO_ROOT / "node_modules" / ".bin" / "configurable-http-proxy"
+DEMO_DEPLOYMENT = REPO_ROOT / "hub_config" / "demo.toml"
 
 MARKER_ENV = "SLICEHUB_TEST_RUN"
 ADMIN_SERVICE = "test-admin"
@@ -122,7 +123,8 @@ class HubProcess:
 
     `config_file` is the config under test; `env` is added to this process's environment for the
     hub (and so for the proxy, and for the spawner if it passes the environment on), after
-    `SLICEHUB_DATA_DIR=workdir/data`; `port` is the public port (a free one when None). Ports stay
+    `SLICEHUB_DATA_DIR=workdir/data` and `SLICEHUB_DEPLOYMENT=hub_config/demo.toml` (the
+    embedded demo); `port` is the public port (a free one when None). Ports stay
     the same across `restart()`. `venv_bin` is the bin directory of another environment whose
     `jupyterhub` runs the hub (an installed wheel's venv); default: this venv's, `JUPYTERHUB`.
     """
@@ -244,6 +246,8 @@ with open({str(w / SETTINGS_NAME)!r}, "w") as _f:
             **os.environ,
             # Slicehub's config keeps its databases there; never the repository's .data/
             "SLICEHUB_DATA_DIR": str(self.workdir / "data"),
+            # Slicehub's config serves the embedded demo unless a test names a deployment
+            "SLICEHUB_DEPLOYMENT": str(DEMO_DEPLOYMENT),
             **self.extra_env,
             MARKER_ENV: self.marker,
         }

@@ -19,8 +19,7 @@ from typing import Any
 
 from .local.manager import resolve_inventory
 from .local.site import parse_local_site
-from .site_model import SessionLimits, Site, SliceType, read_toml
-from .site_values import SiteError
+from .site_model import SessionLimits, Site, SiteError, SliceType, read_toml
 from .slurm.offer import check_cluster
 from .slurm.site import parse_slurm_site
 

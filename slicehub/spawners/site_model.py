@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from slicehub.common.catalogue import SliceShape, parse_slice_type
 from slicehub.common.money import parse_cents
-
-from .site_values import (
-    SiteError,
+from slicehub.config_file import (
+    ConfigFileError,
     check_bytes,
     check_choice,
     check_int,
@@ -29,6 +28,8 @@ from .site_values import (
 if TYPE_CHECKING:  # each source's part of a site, as types only
     from .local.inventory import Node
     from .slurm.site import SlurmSite
+
+SiteError = ConfigFileError  # a problem in a site file: the file, the key, the fix
 
 TABLES = {"site", "sessions", "nodes", "slice_types", "slurm"}
 RUN_AS = ("hub-user", "unix-users")

@@ -261,6 +261,8 @@ def test_the_hub_runs_from_the_wheel(venv, tmp_path):
             "PYTHONPATH": "",  # empty: Python ignores it (a hub service keeps PYTHONPATH)
             "PYTHONNOUSERSITE": "1",
             "PYTHONDONTWRITEBYTECODE": "",  # empty: imports write bytecode, the proof below
+            # the embedded demo's deployment as installed with the wheel
+            "SLICEHUB_DEPLOYMENT": str(venv.hub_config / "demo.toml"),
         },
         venv_bin=venv.bin,
     )

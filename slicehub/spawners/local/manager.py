@@ -19,8 +19,7 @@ from datetime import datetime, timedelta
 
 from slicehub.common import clock
 
-from ..site_model import SliceType
-from ..site_values import SiteError
+from ..site_model import SiteError, SliceType
 from ..source import Availability, NoSliceFree
 from . import nvml
 from .allocator import AllocationConflict, Allocator, Assignment, SliceRequest

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from slicehub.common.catalogue import SliceShape, gpu_model, solve_layout
+from slicehub.config_file import check_bytes, check_int, check_known, check_table
 
-from ..site_model import Site, parse_head, parse_slice_types, read_toml
-from ..site_values import SiteError, check_bytes, check_int, check_known, check_table
+from ..site_model import Site, SiteError, parse_head, parse_slice_types, read_toml
 from . import inventory as inv
 
 

@@ -17,8 +17,7 @@ import os
 import subprocess
 from collections.abc import Mapping
 
-from ..site_model import Site, SliceType
-from ..site_values import SiteError
+from ..site_model import Site, SiteError, SliceType
 from ..source import Availability
 from . import answers as sa
 from . import commands as sc

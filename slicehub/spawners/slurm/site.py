@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from slicehub.common.names import PROJECT_ID
+from slicehub.config_file import check_choice, check_known, check_table
 
-from ..site_model import Site, SliceType, parse_head, parse_slice_types, read_toml
-from ..site_values import SiteError, check_choice, check_known, check_table
+from ..site_model import Site, SiteError, SliceType, parse_head, parse_slice_types, read_toml
 from . import commands as sc
 
 SLURM_DEVICES = ("real", "declared")

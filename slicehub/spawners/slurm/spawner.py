@@ -39,8 +39,7 @@ from slicehub.common import clock
 
 from ..mixin import SliceSpawnerMixin, join_hub_log
 from ..options import SliceOptions
-from ..site_model import Site
-from ..site_values import SiteError
+from ..site_model import Site, SiteError
 from . import answers as sa
 from . import commands as sc
 from . import job as slurm_job

@@ -1,6 +1,6 @@
-"""Reading values out of a site file: each problem a `SiteError` that names the file, the key,
-what is wrong and the fix. Used by every part of the site file's reader (`slicehub.spawners.site`
-and the sources' own tables), so a bad edit reads the same wherever it is."""
+"""Reading values out of Slicehub's own TOML files (the site file, the deployment file): each
+problem a `ConfigFileError` that names the file, the key, what is wrong and the fix, so a bad
+edit reads the same wherever it is and stops the hub at start-up, not hours later."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from jupyterhub.traitlets import ByteSpecification
 from traitlets import TraitError
 
 
-class SiteError(ValueError):
-    """A problem in a site file: which file, which key, what is wrong and how to fix it."""
+class ConfigFileError(ValueError):
+    """A problem in one of Slicehub's files: which file, which key, what is wrong, the fix."""
 
     def __init__(self, path: Path | str, key: str, problem: str, fix: str):
         self.path, self.key, self.problem, self.fix = str(path), key, problem, fix
@@ -22,28 +22,28 @@ def check_bytes(path, key, value) -> int:
     try:
         out = ByteSpecification().validate(None, value)
     except TraitError:
-        raise SiteError(
+        raise ConfigFileError(
             path, key, f"{value!r} is not an amount of memory", 'write e.g. "64G" or "512M"'
         ) from None
     if not isinstance(out, int) or out <= 0:
-        raise SiteError(path, key, f"{value!r} must be more than zero", 'write e.g. "64G"')
+        raise ConfigFileError(path, key, f"{value!r} must be more than zero", 'write e.g. "64G"')
     return out
 
 
 def check_int(path, key, value, minimum: int = 0, maximum: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool):
-        raise SiteError(
+        raise ConfigFileError(
             path, key, f"{value!r} is not a whole number", f"write a number ≥ {minimum}"
         )
     if value < minimum or (maximum is not None and value > maximum):
         bound = f"from {minimum} to {maximum}" if maximum is not None else f"≥ {minimum}"
-        raise SiteError(path, key, f"{value} is out of range", f"write a number {bound}")
+        raise ConfigFileError(path, key, f"{value} is out of range", f"write a number {bound}")
     return value
 
 
 def check_table(path, key, value) -> dict:
     if not isinstance(value, dict):
-        raise SiteError(path, key, "must be a table", f"write it as [{key}]")
+        raise ConfigFileError(path, key, "must be a table", f"write it as [{key}]")
     return value
 
 
@@ -51,7 +51,7 @@ def check_known(path, key, table: dict, allowed: set[str]) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
         prefix = f"{key}." if key else ""
-        raise SiteError(
+        raise ConfigFileError(
             path,
             f"{prefix}{unknown[0]}",
             "is not a setting Slicehub knows",
@@ -61,5 +61,7 @@ def check_known(path, key, table: dict, allowed: set[str]) -> None:
 
 def check_choice(path, key, value, choices) -> str:
     if value not in choices:
-        raise SiteError(path, key, f"{value!r} is not allowed", f"use one of: {', '.join(choices)}")
+        raise ConfigFileError(
+            path, key, f"{value!r} is not allowed", f"use one of: {', '.join(choices)}"
+        )
     return value
