@@ -18,18 +18,19 @@ NPM_FLAGS := --no-audit --no-fund --loglevel=error
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help venv node_modules postgres slurm chromium demo slurm-demo test lint format bench clean
+.PHONY: help venv node_modules postgres slurm ldap chromium demo slurm-demo test lint format bench clean
 
 help:
 	@echo "make venv          $(VENV) from $(BASE_PYTHON), with slicehub[test] installed editable"
 	@echo "make node_modules  configurable-http-proxy from package-lock.json"
 	@echo "make postgres      Debian's PostgreSQL 15 installed, running, slicehub/slicehub_test ready"
 	@echo "make slurm         Debian's Slurm (+ slurmdbd accounting) on this machine, GPU slices as GRES"
+	@echo "make ldap          Debian's OpenLDAP (slapd) on 127.0.0.1:3389 with the sign-in tests' directory"
 	@echo "make chromium      Debian's Chromium for the browser tests (never a downloaded browser)"
 	@echo "make labextension  rebuild the JupyterLab extension (labextension/ -> slicehub/extensions/labextension)"
 	@echo "make demo          a local hub on http://127.0.0.1:8000 (python -m slicehub.cli demo)"
 	@echo "make slurm-demo    the hub on http://127.0.0.1:8000 with servers as jobs on that Slurm"
-	@echo "make test          postgres, slurm, then ruff check + contracts + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
+	@echo "make test          postgres, slurm, ldap, then ruff check + contracts + pytest (PYTEST_ARGS='-m \"not integration\"' etc.)"
 	@echo "make contracts     the architecture contracts: which room may import which (import-linter)"
 	@echo "make lint          ruff check + ruff format --check"
 	@echo "make format        ruff format + ruff check --fix"
@@ -104,6 +105,17 @@ slurm:
 		exit $$status; \
 	fi
 
+# Installs, loads and starts the sign-in tests' OpenLDAP directory (scripts/ldap.sh: its own slapd
+# on 127.0.0.1:3389, suffix dc=slicehub,dc=test, state in /var/lib/slicehub-ldap). Exit 3 outside
+# CI (not root, no apt): the ldap tests then skip, saying why.
+ldap:
+	@status=0; scripts/ldap.sh start >/dev/null || status=$$?; \
+	if [ $$status -eq 3 ] && [ -z "$${CI:-}" ]; then \
+		echo "ldap: not available here; the ldap tests will skip"; \
+	else \
+		exit $$status; \
+	fi
+
 # The hub with hub_config/slurm-site.toml: every server a Slurm job on the test cluster. The demo
 # projects' accounts are made first (accounting enforces associations). Its own data dir.
 slurm-demo: export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/$(VENV)/bin:$(PATH)
@@ -129,7 +141,7 @@ chromium:
 		exit $$status; \
 	fi
 
-test: postgres slurm chromium venv node_modules labextension-test
+test: postgres slurm ldap chromium venv node_modules labextension-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-logo --no-cache
 	$(PY) -m pytest $(PYTEST_ARGS)

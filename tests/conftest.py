@@ -120,3 +120,37 @@ def quota_hub(hub_factory, tmp_path):
 
 
 # ---- end of the quota hub ----------------------------------------------------------------------
+
+
+# ---- real OpenLDAP directory (tests/ldapdir.py, scripts/ldap.sh) -------------------------------
+import ldapdir  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "ldap: needs a real OpenLDAP directory (started by scripts/ldap.sh)"
+    )
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Tests that use `ldap_directory` get the `ldap` marker, so `-m ldap` (and `-m "not ldap"`)
+    select them without each test saying so."""
+    if "ldap_directory" in getattr(item, "fixturenames", ()):
+        item.add_marker(pytest.mark.ldap)
+
+
+@pytest.fixture(scope="session")
+def ldap_directory() -> ldapdir.LdapDirectory:
+    """The running test directory (URL, port, base DN, bind DN template, the staff and project
+    groups' DNs and members, the users with their test-only passwords), installing Debian's
+    slapd and starting it if needed. In CI (`CI` set) any problem fails; elsewhere a machine
+    that cannot install or start it (not root, no apt) skips, saying why."""
+    try:
+        return ldapdir.ensure_ldap()
+    except ldapdir.LdapUnavailable as e:
+        if os.environ.get("CI") or not e.skippable:
+            pytest.fail(f"OpenLDAP unavailable: {e.reason}", pytrace=False)
+        pytest.skip(f"OpenLDAP unavailable: {e.reason}")
+
+
+# ---- end of real OpenLDAP directory -------------------------------------------------------------
