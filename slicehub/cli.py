@@ -5,6 +5,7 @@
     slicehub check-site FILE             check a site file; say what it offers
     slicehub slices [--site F] [--db U]  the inventory and who holds what
     slicehub slurm-reconcile [--since D]  Slurm's accounting (sacct) against the ledger, per job
+    slicehub doctor                      is this deployment ready? each check, OK or the fix
     slicehub admin|statement|report …    the subsidy ledger (slicehub.quota.cli)
 
 Errors in what the operator typed or wrote go to stderr as one sentence, exit status 2.
@@ -18,6 +19,7 @@ import sys
 from pathlib import Path
 
 from slicehub.common.money import format_money
+from slicehub.config_file import ConfigFileError
 from slicehub.hub import check_site_or_exit
 from slicehub.quota.cli import add_commands as add_ledger_commands
 from slicehub.settings import Settings, deployment_dir
@@ -85,7 +87,10 @@ def _check_slurm_site(site: Site) -> int:
 def _slices(args) -> int:
     from slicehub.spawners.local.manager import SliceManager
 
-    manager = SliceManager(check_site_or_exit(args.site), args.db)
+    settings = Settings()
+    manager = SliceManager(
+        check_site_or_exit(args.site or settings.site_file), args.db or settings.slices_url
+    )
     try:
         for av in manager.availability():
             print(f"{av.slice_type.name:<16} {av.free:>4} free of {av.capacity}")
@@ -130,7 +135,7 @@ def _slurm_reconcile(args) -> int:
         return 2
     jobs = sa.parse_sacct(done.stdout)
     ids = [named[0] for j in jobs if (named := rec.session_of_job(j.name)) is not None]
-    ledger = Ledger(args.ledger)
+    ledger = Ledger(args.ledger or Settings().ledger_url)
     try:
         views = LedgerReader(ledger).sessions_for_reconcile(ids, since.astimezone(UTC))
     finally:
@@ -139,6 +144,14 @@ def _slurm_reconcile(args) -> int:
     rows = rec.compare(jobs, sessions, args.tolerance, site)
     print(rec.report(rows, args.tolerance))
     return 1 if any(r.problem for r in rows) else 0
+
+
+def _doctor(args) -> int:
+    from slicehub.doctor import report
+
+    text, ok = report()
+    print(text)
+    return 0 if ok else 1
 
 
 def _since(text: str):
@@ -164,21 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file", type=Path)
     p.set_defaults(run=_check_site)
     p = sub.add_parser("slices", help="show free slices and who holds what")
-    settings = Settings()
-    p.add_argument("--site", type=Path, default=settings.site_file, help="default: %(default)s")
     p.add_argument(
-        "--db", default=settings.slices_url, help="the reservations' database (%(default)s)"
+        "--site", type=Path, help="the site file (default: the deployment's, slicehub.settings)"
     )
+    p.add_argument("--db", help="the reservations' database (default: the deployment's)")
     p.set_defaults(run=_slices)
     p = sub.add_parser(
         "slurm-reconcile",
         help="compare Slurm's accounting (sacct) with the ledger's charges, per job",
     )
-    p.add_argument(
-        "--ledger",
-        default=settings.ledger_url,
-        help="the ledger's database URL (default: %(default)s)",
-    )
+    p.add_argument("--ledger", help="the ledger's database URL (default: the deployment's)")
     p.add_argument("--site", type=Path, help="the Slurm site file: also check each job's slices")
     p.add_argument("--since", type=_since, help="jobs since this date (default: 7 days ago)")
     p.add_argument(
@@ -188,9 +196,19 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds two sides may differ: the metering tick (default: %(default)s)",
     )
     p.set_defaults(run=_slurm_reconcile)
+    p = sub.add_parser(
+        "doctor",
+        help="check this deployment (deployment file, site, ledger, prices, sign-in, Slurm); "
+        "change nothing",
+    )
+    p.set_defaults(run=_doctor)
     add_ledger_commands(sub)  # admin, statement, report
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except ConfigFileError as e:  # the deployment or site file: one sentence, as everywhere
+        print(f"slicehub: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

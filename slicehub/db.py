@@ -105,3 +105,22 @@ def unreachable(url: str, timeout: float = 5) -> str:
         return str(e.orig if getattr(e, "orig", None) is not None else e).strip().splitlines()[0]
     finally:
         engine.dispose()
+
+
+def schema_behind(engine: Engine, script_location: Path, version_table: str) -> list[str]:
+    """The migrations not yet applied to the database (empty: its schema is current), read
+    without changing anything."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    url = engine.url.render_as_string(hide_password=False)
+    script = ScriptDirectory.from_config(alembic_config(script_location, url, version_table))
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"version_table": version_table})
+        current = set(context.get_current_heads())
+    if current >= set(script.get_heads()):
+        return []
+    applied = set()
+    for rev in current:
+        applied |= {r.revision for r in script.iterate_revisions(rev, "base")}
+    return [r.revision for r in script.walk_revisions() if r.revision not in applied][::-1]

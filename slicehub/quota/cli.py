@@ -29,6 +29,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from slicehub.common import clock
 from slicehub.common.money import format_money
+from slicehub.config_file import ConfigFileError
 from slicehub.settings import Settings
 
 from . import statement
@@ -313,10 +314,11 @@ def _runner(verb, check=None):
                 args.actor = parse_text(args.actor, "actor", 100)
             if check is not None:
                 check(args, now)
+            args.db = args.db or default_db_url()
             ledger = open_ledger(args.db)
             verb(args, ledger, now)
             return 0
-        except (CliError, LedgerError, RosterError) as e:
+        except (CliError, LedgerError, RosterError, ConfigFileError) as e:
             print(str(e), file=sys.stderr)
             return 2
         except SQLAlchemyError as e:
@@ -337,7 +339,7 @@ def _runner(verb, check=None):
 def _common(actor: bool = True) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     p.add_argument(
-        "--db", default=default_db_url(), metavar="URL", help="the ledger database (see below)"
+        "--db", metavar="URL", help="the ledger database (default: the deployment's, see below)"
     )
     if actor:
         p.add_argument(

@@ -197,3 +197,46 @@ def test_settings_take_the_environment_then_the_deployment_then_the_default(
     assert s.site_file.endswith("demo-site.toml")  # the one default
     monkeypatch.setenv("SLICEHUB_LEDGER_URL", "sqlite:////tmp/x.sqlite")
     assert Settings().ledger_url == "sqlite:////tmp/x.sqlite"
+
+
+def doctor_lines(monkeypatch, deployment: Path, data: Path) -> list[str]:
+    from slicehub.doctor import report
+
+    monkeypatch.setenv("SLICEHUB_DEPLOYMENT", str(deployment))
+    monkeypatch.setenv("SLICEHUB_DATA_DIR", str(data))
+    for name in ("SLICEHUB_LEDGER_URL", "SLICEHUB_SITE"):
+        monkeypatch.delenv(name, raising=False)
+    text, ok = report()
+    lines = text.splitlines()
+    assert ok == all(line.startswith("OK") for line in lines)
+    return lines
+
+
+def test_the_doctor_passes_a_fresh_demo_and_changes_nothing(monkeypatch, tmp_path):
+    (tmp_path / "data").mkdir()
+    lines = doctor_lines(monkeypatch, REPO / "hub_config" / "demo.toml", tmp_path / "data")
+    assert all(line.startswith("OK") for line in lines), lines
+    assert any("seeded at the demo's first start" in line for line in lines)
+    assert list((tmp_path / "data").iterdir()) == []  # no ledger made, nothing written
+
+
+def test_the_doctor_names_what_a_centre_lacks(monkeypatch, tmp_path, write):
+    from slicehub.quota.ledger import Ledger
+    from slicehub.quota.store import make_engine
+
+    data = tmp_path / "data"
+    data.mkdir()
+    token = data / "proxy_auth_token"
+    token.write_text("t")
+    token.chmod(0o644)
+    deployment = write("[sign_in]\nmethod = 'pam'\n")
+    lines = doctor_lines(monkeypatch, deployment, data)
+    failed = [line for line in lines if line.startswith("FAIL")]
+    assert any("ledger.sqlite does not exist yet" in line for line in failed), lines
+    assert any("proxy token" in line and "chmod 600" in line for line in failed), lines
+
+    make_engine(f"sqlite:///{data / 'ledger.sqlite'}").dispose()  # an empty ledger file
+    with Ledger(f"sqlite:///{data / 'ledger.sqlite'}").engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE placeholder (x INTEGER)")
+    failed = [line for line in doctor_lines(monkeypatch, deployment, data) if "FAIL" in line]
+    assert any("migrations 0001, 0002, 0003 are not applied" in line for line in failed)
