@@ -70,9 +70,9 @@ times     ISO 8601 with a UTC offset: 2026-11-24T09:00+08:00 (Z for UTC). A time
           window's end) the end of that day, so --from 2026-11-01 --until 2027-10-31 covers
           both days.
 rates     70% or 0.7.
-database  --db, else $SLICEHUB_LEDGER_URL, else ledger.sqlite in the data directory
-          ($SLICEHUB_DATA_DIR, default .data in the working directory); the schema is brought
-          up to date first.
+database  --db, else $SLICEHUB_LEDGER_URL, else the deployment file's ledger_url
+          ($SLICEHUB_DEPLOYMENT), else ledger.sqlite in the data directory ($SLICEHUB_DATA_DIR,
+          default .data in the working directory); the schema is brought up to date first.
 errors    one sentence on stderr, exit status 2, nothing written.
 """
 
