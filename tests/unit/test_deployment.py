@@ -240,3 +240,38 @@ def test_the_doctor_names_what_a_centre_lacks(monkeypatch, tmp_path, write):
         conn.exec_driver_sql("CREATE TABLE placeholder (x INTEGER)")
     failed = [line for line in doctor_lines(monkeypatch, deployment, data) if "FAIL" in line]
     assert any("migrations 0001, 0002, 0003 are not applied" in line for line in failed)
+
+
+def test_configure_applies_the_deployment_to_the_hub(monkeypatch, tmp_path, write):
+    from slicehub.hub import configure, overrides
+
+    (tmp_path / "tls").mkdir()
+    for name in ("cert.pem", "key.pem"):
+        (tmp_path / "tls" / name).write_text("test")
+    (tmp_path / "jupyterhub_config.d").mkdir()
+    (tmp_path / "jupyterhub_config.d" / "20-b.py").write_text("")
+    (tmp_path / "jupyterhub_config.d" / "10-a.py").write_text("")
+    deployment = write(
+        f'[deployment]\ndata_dir = "data"\nsite = "{REPO / "hub_config" / "demo-site.toml"}"\n'
+        '[hub]\npublic_url = "https://hub.example.org"\n'
+        'tls_cert = "tls/cert.pem"\ntls_key = "tls/key.pem"\n'
+        "[sign_in]\nmethod = 'pam'\nstaff = ['ops']\nstaff_group = 'hpc-staff'\n"
+    )
+    for name in ("SLICEHUB_DATA_DIR", "SLICEHUB_LEDGER_URL", "SLICEHUB_SITE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLICEHUB_DEPLOYMENT", str(deployment))
+    c = Config()
+    configure(c)
+    hub = c.JupyterHub
+    assert hub.bind_url == "https://hub.example.org"
+    assert (hub.ssl_cert, hub.ssl_key) == (
+        str(tmp_path / "tls" / "cert.pem"),
+        str(tmp_path / "tls" / "key.pem"),
+    )
+    assert hub.authenticator_class == "jupyterhub.auth.PAMAuthenticator"
+    assert hub.db_url == f"sqlite:///{tmp_path / 'data' / 'jupyterhub.sqlite'}"
+    staff_role = next(r for r in hub.load_roles if r["name"] == "quota-staff")
+    assert staff_role["users"] == ["ops"] and staff_role["groups"] == ["hpc-staff"]
+    [quota] = [s for s in hub.services if s["name"] == "quota"]
+    assert "--seed-demo" not in quota["command"]  # outside demo mode nothing is seeded
+    assert [p.name for p in overrides()] == ["10-a.py", "20-b.py"]
