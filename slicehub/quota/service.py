@@ -13,7 +13,12 @@ retried with backoff while the database is unreachable), `seed` (the demo's ledg
 price, or the service stops with a sentence naming the file, the types and the fix; JupyterHub
 stops when a managed service exits during its start-up, so the hub's log shows that sentence).
 Then it serves the REST API and the pages (`make_app`) and runs the metering loop
-(`slicehub.quota.meter_loop.Meter`).
+(`slicehub.quota.meter_loop.Meter`) until SIGTERM or SIGINT (the hub stopping it) or until the hub
+that started it is gone (`meter_loop.hub_gone`): a hub killed with `kill -9` sends nothing, so
+the service watches for it and exits within a second or so, never to meter beside the quota
+service of the next hub. The two may overlap for that second; metering is idempotent (a tick
+charges each session up to now, once), so nothing is charged twice. A service still waiting
+for its database in `migrate` meters nothing, and is watched from the moment it serves.
 
 This module decides the service's settings and lifecycle; the ledger's rules are the ledger's.
 """
@@ -44,7 +49,7 @@ from . import api, pages
 from .demo import missing_prices, seed_if_empty
 from .hold_queue import HoldQueue
 from .ledger import Ledger
-from .meter_loop import HubClient, Meter
+from .meter_loop import HubClient, Meter, hub_gone
 from .metrics import LedgerCollector
 from .reader import LedgerReader
 from .site_prices import SitePriceError, read_list_prices
@@ -234,9 +239,11 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         return "[%(levelname).1s %(asctime)s %(name)s] %(message)s"
 
     ledger: Ledger | None = None
+    hub_pid = 0  # the hub that started this service: the parent at start
 
     @catch_config_error
     def initialize(self, argv=None) -> None:
+        self.hub_pid = os.getppid()
         super().initialize(argv)
         if self.config_file:
             if not os.path.isfile(self.config_file):
@@ -332,12 +339,24 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, done.set)  # shut down promptly with the hub
+        watch = asyncio.create_task(self.watch_hub(done))
         log.info("Quota service on %s%s, ledger %s", url.geturl(), prefix, self.ledger.engine.url)
         await done.wait()
+        watch.cancel()
         task.cancel()
         server.stop()
         await app.settings["holds"].close()
         self.ledger.dispose()
+
+    async def watch_hub(self, done: asyncio.Event) -> None:
+        """Set `done` once the hub that started this service is gone (the module docstring)."""
+        await hub_gone(self.hub_pid)
+        log.warning(
+            "The hub (pid %s) that started this quota service is gone; stopping, so that only "
+            "the next hub's quota service meters",
+            self.hub_pid,
+        )
+        done.set()
 
     def start(self) -> None:
         # the service's modules (the hold queue, the metering loop) and tornado log as the app
