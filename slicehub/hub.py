@@ -124,6 +124,10 @@ def _hub(c, data: Path, deployment: Deployment) -> None:
     # the proxy's token outlives the hub: a hub restarted after a crash is not refused by the
     # proxy that kept serving (slicehub.proxy decides what to do with that proxy)
     c.JupyterHub.proxy_class = "slicehub.proxy.SlicehubProxy"
+    # A hub's stop or restart (an upgrade, a crash) never ends anyone's session: servers keep
+    # running and are found again; each ends at its session's end. (JupyterHub stops managed
+    # services before servers, so a server stopped with the hub could not release its hold.)
+    c.JupyterHub.cleanup_servers = False
     c.ConfigurableHTTPProxy.auth_token = _secret(data, "proxy_auth_token")
     # hub pages with links to the quota service's "My usage" and "Running sessions" pages
     c.JupyterHub.template_paths = [str(deployment_dir() / "templates")]
