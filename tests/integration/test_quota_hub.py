@@ -316,7 +316,7 @@ def test_kill_9_of_the_service_and_the_hub_loses_and_doubles_nothing(hub_factory
     time.sleep(2)
     ((metered_until,),) = ledger_rows(data, "SELECT metered_until FROM sessions")
     check_ledger(ledger, clock.utcnow())  # caught up: charges tile the session exactly
-    hub.stop(sig=signal.SIGKILL)  # kill -9 the hub; bob's server and the old service live on
+    hub.stop(sig=signal.SIGKILL)  # kill -9 the hub; bob's server lives on (its service exits)
     time.sleep(1)
     hub.start()
     assert hub.server_model("bob")["ready"]
