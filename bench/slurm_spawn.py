@@ -111,8 +111,8 @@ def report(sides: list[Side], args: argparse.Namespace) -> str:
             f"**Ratio of medians A/B: {ratio:.3f}** (95% bootstrap interval {low:.2f} to "
             f"{high:.2f}; goal ≤ {GOAL_RATIO}: {verdict})",
             "",
-            "- Method: both hubs running at once on the same single-node test Slurm "
-            "(scripts/slurm.sh, accounting on), spawns interleaved A, B, A, B; "
+            "- Method: both hubs running at once on the same test Slurm (scripts/slurm.sh: "
+            "nodes n1 and n2 on this machine, accounting on), spawns interleaved A, B, A, B; "
             f"{args.rounds} timed spawns per hub after {args.warmup} untimed warm-up; timed from "
             "sending `POST /users/{user}/server` to the first `ready: true` in "
             "`GET /users/{user}` (polled every 50 ms); server stopped between rounds (untimed).",

@@ -1,24 +1,32 @@
 #!/usr/bin/env bash
-# Install (from Debian's packages), configure and start the single-node Slurm that Slicehub's tests
-# use: one node named after `hostname -s`, GPU slices as GRES on fake character devices.
+# Install (from Debian's packages), configure and start the Slurm that Slicehub's tests use: several
+# nodes on this one machine (n1, n2, ...: one slurmd each, Debian's build has MULTIPLE_SLURMD), GPU
+# slices as GRES on fake character devices, each node its own.
 #
 #   scripts/slurm.sh [start] [--accounting | --no-accounting]   -> prints shell exports (see `env`)
-#   scripts/slurm.sh stop          stops the daemons this script started (pid files in the state dir)
-#   scripts/slurm.sh status        daemons and node state; exit 0 when the node takes jobs
+#   scripts/slurm.sh stop          stops the daemons this script started (pid files in the state dir),
+#                                  every node's slurmd
+#   scripts/slurm.sh status        daemons and node states; exit 0 when every node takes jobs
 #   scripts/slurm.sh env           prints `export SLURM_CONF=...` and the cluster's facts
 #   scripts/slurm.sh ensure-account NAME         a Slurm account (accounting only; else a note)
 #   scripts/slurm.sh ensure-user NAME ACCOUNT    a user's association with ACCOUNT (same)
 #
 # Idempotent and quiet: a warm run only checks (no root needed) and prints the exports.
 # Everything lives in the state dir (SLICEHUB_SLURM_DIR, default /var/lib/slicehub-slurm): etc/
-# (slurm.conf, gres.conf, cgroup.conf, slurmdbd.conf, mariadb.cnf), dev/gpuN (the fake devices,
-# `mknod c 195 N`), run/ (pid files), log/, spool/, mysql/ (MariaDB's data, accounting only).
+# (slurm.conf, gres.conf, cgroup.conf, slurmdbd.conf, mariadb.cnf), dev/NODE/gpuN (the fake
+# devices, `mknod c 195 M`, M unique on the machine), run/ (pid files, slurmd-NODE.pid), log/
+# (slurmd-NODE.log), spool/ (slurmd-NODE/), mysql/ (MariaDB's data, accounting only).
+# Every node's slurmd listens on 127.0.0.1 at its own port (n1 16818, n2 16819, ...); the hub
+# reaches a server on any node at that address.
 # /etc/slurm is never read: the commands need SLURM_CONF (printed), the daemons get `-f`.
 # munged is the system's (socket /run/munge/munge.socket.2, key /etc/munge/munge.key).
 #
 # Settings (environment):
-#   SLICEHUB_SLURM_GRES="1g.10gb:40,3g.40gb:4,h100:2"  GRES gpu types and counts on the node
-#   SLICEHUB_SLURM_CPUS=64  SLICEHUB_SLURM_MEMORY_MB=256000  what the node declares (overrides)
+#   SLICEHUB_SLURM_NODES=2  how many nodes (1-16), named n1..nN. A start with another count
+#     restarts the daemons; jobs on a node that goes away are cancelled (and say so on stderr).
+#   SLICEHUB_SLURM_GRES="1g.10gb:20,3g.40gb:2,h100:1"  GRES gpu types and counts on EACH node
+#     (the default cluster: 40 1g.10gb, 4 3g.40gb and 2 whole H100s over two nodes)
+#   SLICEHUB_SLURM_CPUS=32  SLICEHUB_SLURM_MEMORY_MB=128000  what each node declares (overrides)
 #   SLICEHUB_SLURM_ACCOUNTING=1 (same as --accounting): slurmdbd + MariaDB, sacct, sacctmgr,
 #     AccountingStorageEnforce=associations,limits. Sticky: once on, a plain `start` keeps it;
 #     `--no-accounting` or SLICEHUB_SLURM_ACCOUNTING=0 turns it off. Default: off.
@@ -35,15 +43,18 @@ set -euo pipefail
 
 STATE_DIR=${SLICEHUB_SLURM_DIR:-/var/lib/slicehub-slurm}
 STATE_DIR=${STATE_DIR%/}
-GRES_SPEC=${SLICEHUB_SLURM_GRES:-1g.10gb:40,3g.40gb:4,h100:2}
-NODE_CPUS=${SLICEHUB_SLURM_CPUS:-64}
-NODE_MEMORY_MB=${SLICEHUB_SLURM_MEMORY_MB:-256000}
+NODE_COUNT=${SLICEHUB_SLURM_NODES:-2}
+GRES_SPEC=${SLICEHUB_SLURM_GRES:-1g.10gb:20,3g.40gb:2,h100:1}
+NODE_CPUS=${SLICEHUB_SLURM_CPUS:-32}
+NODE_MEMORY_MB=${SLICEHUB_SLURM_MEMORY_MB:-128000}
 DB_PORT=${SLICEHUB_SLURM_DB_PORT:-3307}
 CLUSTER=slicehub
 DB_NAME=slurm_acct_db
 DB_USER=slurm
 DB_PASSWORD=slicehub-slurmdbd # loopback only, like the test PostgreSQL's password
 GPU_MAJOR=195                 # NVIDIA's character-device major; never /dev/null's 1 3
+SLURMD_PORT=16818             # n1's; node k listens on SLURMD_PORT + k - 1 (6819 is slurmdbd's)
+MAX_NODES=16
 READY_TIMEOUT_S=60
 STOP_TIMEOUT_S=20
 LOCK_FILE=/tmp/slicehub-slurm.lock
@@ -64,11 +75,22 @@ log_tail() {
 	return 0
 }
 
-node_name() {
-	local node
-	node=$(hostname -s)
-	[[ $node =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$ ]] || die 1 "hostname -s gives '$node', not usable as a Slurm NodeName"
-	echo "$node"
+# This machine's name: the controller's host and every node's NodeHostname.
+host_name() {
+	local host
+	host=$(hostname -s)
+	[[ $host =~ ^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$ ]] || die 1 "hostname -s gives '$host', not usable as a Slurm host name"
+	echo "$host"
+}
+
+# The nodes, one a line: n1 .. nN.
+node_names() {
+	local k
+	for ((k = 1; k <= NODE_COUNT; k++)); do echo "n$k"; done
+}
+
+in_layout() {
+	node_names | grep -qxF "$1"
 }
 
 # "1g.10gb:40,3g.40gb:4" -> lines "1g.10gb 40"; refuses anything else.
@@ -85,10 +107,11 @@ gres_entries() {
 		total=$((total + count))
 		echo "$type $count"
 	done
-	((total <= 1000)) || die 1 "SLICEHUB_SLURM_GRES declares $total devices; at most 1000"
+	((total * NODE_COUNT <= 1000)) || die 1 "SLICEHUB_SLURM_GRES declares $total devices on each of $NODE_COUNT nodes; at most 1000 in all"
 }
 
 validate_settings() {
+	[[ $NODE_COUNT =~ ^[1-9][0-9]?$ && $NODE_COUNT -le $MAX_NODES ]] || die 1 "SLICEHUB_SLURM_NODES must be 1-$MAX_NODES, not '$NODE_COUNT'"
 	[[ $NODE_CPUS =~ ^[1-9][0-9]{0,3}$ ]] || die 1 "SLICEHUB_SLURM_CPUS must be 1-9999, not '$NODE_CPUS'"
 	[[ $NODE_MEMORY_MB =~ ^[1-9][0-9]{0,8}$ ]] || die 1 "SLICEHUB_SLURM_MEMORY_MB must be a positive integer, not '$NODE_MEMORY_MB'"
 	[[ $DB_PORT =~ ^[1-9][0-9]{0,4}$ ]] || die 1 "SLICEHUB_SLURM_DB_PORT must be a port number, not '$DB_PORT'"
@@ -99,7 +122,7 @@ validate_settings() {
 # ---- the configuration (pure: printed, compared with what is on disk) ----------------------------
 
 slurm_conf() {
-	local node=$1 accounting=$2 gres="" tres="gres/gpu" type count
+	local host=$1 accounting=$2 gres="" tres="gres/gpu" type count node k=0 nodes
 	while read -r type count; do
 		gres+="${gres:+,}gpu:$type:$count"
 		tres+=",gres/gpu:$type"
@@ -107,7 +130,7 @@ slurm_conf() {
 	cat <<EOF
 # Written by scripts/slurm.sh; rewritten on every start. Slicehub's test cluster.
 ClusterName=$CLUSTER
-SlurmctldHost=$node(127.0.0.1)
+SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -117,17 +140,17 @@ SwitchType=switch/none
 MailProg=/bin/true
 PlugStackConfig=$ETC/plugstack.conf
 StateSaveLocation=$STATE_DIR/spool/slurmctld
-SlurmdSpoolDir=$STATE_DIR/spool/slurmd
+# One slurmd per node on this machine (slurmd -N NODE): %n keeps their files apart.
+SlurmdSpoolDir=$STATE_DIR/spool/slurmd-%n
 SlurmctldPidFile=$RUN/slurmctld.pid
-SlurmdPidFile=$RUN/slurmd.pid
+SlurmdPidFile=$RUN/slurmd-%n.pid
 SlurmctldLogFile=$LOG/slurmctld.log
-SlurmdLogFile=$LOG/slurmd.log
+SlurmdLogFile=$LOG/slurmd-%n.log
 SlurmctldDebug=info
 SlurmdDebug=info
 # Daemons bind to 127.0.0.1 (the node's and controller's address), not to every interface.
 CommunicationParameters=NoInAddrAny
 SlurmctldPort=6817
-SlurmdPort=6818
 # Tests want answers in seconds, and a node back as soon as it registers again.
 SlurmctldTimeout=30
 SlurmdTimeout=30
@@ -138,7 +161,7 @@ MinJobAge=300
 Waittime=0
 ReturnToService=2
 SchedulerType=sched/backfill
-# Backfill reservations hold whole nodes: one waiting h100 job would keep 1g.10gb jobs off the
+# Backfill reservations hold whole nodes: one waiting h100 job would keep 1g.10gb jobs off a
 # node until its planned start. No reservation for a job waiting < 1 h: each job takes what is free.
 SchedulerParameters=bf_interval=1,sched_min_interval=100000,bf_min_age_reserve=3600
 SelectType=select/cons_tres
@@ -171,26 +194,33 @@ EOF
 		echo "JobAcctGatherType=jobacct_gather/none"
 		echo "JobCompType=jobcomp/none"
 	fi
+	while read -r node; do
+		echo "NodeName=$node NodeHostname=$host NodeAddr=127.0.0.1 Port=$((SLURMD_PORT + k)) CPUs=$NODE_CPUS RealMemory=$NODE_MEMORY_MB Gres=$gres State=UNKNOWN"
+		k=$((k + 1))
+	done < <(node_names)
+	nodes=$(node_names | paste -sd,)
 	cat <<EOF
-NodeName=$node NodeAddr=127.0.0.1 CPUs=$NODE_CPUS RealMemory=$NODE_MEMORY_MB Gres=$gres State=UNKNOWN
-PartitionName=gpu Nodes=$node Default=YES MaxTime=7-00:00:00 State=UP
-PartitionName=cpu Nodes=$node Default=NO MaxTime=7-00:00:00 State=UP
+PartitionName=gpu Nodes=$nodes Default=YES MaxTime=7-00:00:00 State=UP
+PartitionName=cpu Nodes=$nodes Default=NO MaxTime=7-00:00:00 State=UP
 EOF
 }
 
 gres_conf() {
-	local node=$1 type count first=0 last
-	echo "# Written by scripts/slurm.sh. Fake GPU slices: character devices $GPU_MAJOR:N under $STATE_DIR/dev."
+	local node type count first last
+	echo "# Written by scripts/slurm.sh. Fake GPU slices: character devices $GPU_MAJOR:M under $STATE_DIR/dev/NODE."
 	echo "AutoDetect=off"
-	while read -r type count; do
-		last=$((first + count - 1))
-		if ((count == 1)); then
-			echo "NodeName=$node Name=gpu Type=$type File=$STATE_DIR/dev/gpu$first"
-		else
-			echo "NodeName=$node Name=gpu Type=$type File=$STATE_DIR/dev/gpu[$first-$last]"
-		fi
-		first=$((last + 1))
-	done < <(gres_entries)
+	while read -r node; do
+		first=0
+		while read -r type count; do
+			last=$((first + count - 1))
+			if ((count == 1)); then
+				echo "NodeName=$node Name=gpu Type=$type File=$STATE_DIR/dev/$node/gpu$first"
+			else
+				echo "NodeName=$node Name=gpu Type=$type File=$STATE_DIR/dev/$node/gpu[$first-$last]"
+			fi
+			first=$((last + 1))
+		done < <(gres_entries)
+	done < <(node_names)
 }
 
 cgroup_conf() {
@@ -424,27 +454,70 @@ node_takes_jobs() {
 	[[ $state =~ ^(IDLE|MIXED|ALLOCATED|COMPLETING)$ ]]
 }
 
+slurmd_pidfile() {
+	echo "$RUN/slurmd-$1.pid"
+}
+
+# Every slurmd pid file there is: this layout's nodes, nodes of an earlier layout, and
+# run/slurmd.pid of the single-node cluster that earlier versions of this script started.
+all_slurmd_pidfiles() {
+	local f
+	for f in "$RUN/slurmd.pid" "$RUN"/slurmd-*.pid; do
+		[[ -e $f ]] && echo "$f"
+	done
+	return 0
+}
+
+# Is this pid file a slurmd's of this layout (run/slurmd-NODE.pid, NODE one of node_names)?
+layout_pidfile() {
+	local node=${1#"$RUN"/slurmd-}
+	[[ $1 == "$RUN"/slurmd-*.pid ]] && in_layout "${node%.pid}"
+}
+
+# A slurmd runs that is not one of this layout's nodes (an earlier layout's, or the old single node's).
+stray_slurmd() {
+	local f
+	while read -r f; do
+		! layout_pidfile "$f" && live_pid "$f" slurmd >/dev/null && return 0
+	done < <(all_slurmd_pidfiles)
+	return 1
+}
+
 daemons_running() {
-	live_pid "$RUN/slurmctld.pid" slurmctld >/dev/null && live_pid "$RUN/slurmd.pid" slurmd >/dev/null || return 1
+	local node
+	live_pid "$RUN/slurmctld.pid" slurmctld >/dev/null || return 1
+	while read -r node; do
+		live_pid "$(slurmd_pidfile "$node")" slurmd >/dev/null || return 1
+	done < <(node_names)
+	! stray_slurmd || return 1
 	if (($1)); then
 		# mariadbd's pid file is not world-readable; "ping" answers any user (even when denied).
 		live_pid "$RUN/slurmdbd.pid" slurmdbd >/dev/null && mariadb_pingable >/dev/null 2>&1
 	fi
 }
 
-# The node answers and every config file is what this run would write: nothing to do.
+all_nodes_take_jobs() {
+	local node
+	while read -r node; do
+		node_takes_jobs "$node" || return 1
+	done < <(node_names)
+}
+
+# Every node answers and every config file is what this run would write: nothing to do.
 warm() {
-	local node=$1 accounting=$2
-	same_as "$CONF" slurm_conf "$node" "$accounting" && same_as "$ETC/gres.conf" gres_conf "$node" &&
+	local host=$1 accounting=$2
+	same_as "$CONF" slurm_conf "$host" "$accounting" && same_as "$ETC/gres.conf" gres_conf &&
 		{ ((!USE_CGROUP)) || same_as "$ETC/cgroup.conf" cgroup_conf; } &&
-		daemons_running "$accounting" && munge_works && node_takes_jobs "$node"
+		daemons_running "$accounting" && munge_works && all_nodes_take_jobs
 }
 
 # Every value was validated to hold no quote, space or shell metacharacter: single quotes suffice.
+# SLICEHUB_SLURM_GRES is per node; SLICEHUB_SLURM_NODE_NAMES lists the nodes (n1,n2).
 print_env() {
-	local node=$1 accounting=$2
+	local accounting=$1
 	printf "export %s='%s'\n" SLURM_CONF "$CONF" SLICEHUB_SLURM_DIR "$STATE_DIR" \
-		SLICEHUB_SLURM_NODE "$node" SLICEHUB_SLURM_CLUSTER "$CLUSTER" SLICEHUB_SLURM_GRES "$GRES_SPEC" \
+		SLICEHUB_SLURM_NODES "$NODE_COUNT" SLICEHUB_SLURM_NODE_NAMES "$(node_names | paste -sd,)" \
+		SLICEHUB_SLURM_CLUSTER "$CLUSTER" SLICEHUB_SLURM_GRES "$GRES_SPEC" \
 		SLICEHUB_SLURM_ACCOUNTING "$accounting" SLICEHUB_SLURM_CGROUP "$USE_CGROUP"
 }
 
@@ -469,19 +542,30 @@ install_packages() {
 	fi
 }
 
+# dev/NODE/gpuI, I counted per node as on a real node; the minor number is unique on the
+# machine, so that ConstrainDevices keeps a job on n2 off n1's devices. Devices of an earlier
+# layout (dev/gpuN of the single node, dev/NODE of a node that went away) are removed.
 make_devices() {
-	local type count n=0 i dev
+	local node type count minor=0 i j dev path
 	install -d -m 0755 "$STATE_DIR/dev"
-	while read -r type count; do
-		for ((i = 0; i < count; i++, n++)); do
-			dev=$STATE_DIR/dev/gpu$n
-			if [[ ! -c $dev || $(stat -c '%t:%T' "$dev") != "$(printf '%x:%x' "$GPU_MAJOR" "$n")" ]]; then
-				rm -f "$dev"
-				mknod -m 0666 "$dev" c "$GPU_MAJOR" "$n" 2>/dev/null ||
-					die 3 "mknod $dev c $GPU_MAJOR $n refused: fake GPU devices cannot be made here"
-			fi
-		done
-	done < <(gres_entries)
+	rm -f "$STATE_DIR"/dev/gpu[0-9]*
+	for path in "$STATE_DIR"/dev/n[0-9]*; do
+		if [[ -d $path ]] && ! in_layout "${path##*/}"; then rm -rf "$path"; fi
+	done
+	while read -r node; do
+		install -d -m 0755 "$STATE_DIR/dev/$node"
+		i=0
+		while read -r type count; do
+			for ((j = 0; j < count; j++, i++, minor++)); do
+				dev=$STATE_DIR/dev/$node/gpu$i
+				if [[ ! -c $dev || $(stat -c '%t:%T' "$dev") != "$(printf '%x:%x' "$GPU_MAJOR" "$minor")" ]]; then
+					rm -f "$dev"
+					mknod -m 0666 "$dev" c "$GPU_MAJOR" "$minor" 2>/dev/null ||
+						die 3 "mknod $dev c $GPU_MAJOR $minor refused: fake GPU devices cannot be made here"
+				fi
+			done
+		done < <(gres_entries)
+	done < <(node_names)
 }
 
 wait_node_ready() {
@@ -499,20 +583,71 @@ wait_node_ready() {
 			;;
 		esac
 		if ((SECONDS >= deadline)); then
-			die 1 "node $node is '${state:-unknown}' (Reason: $(node_field "$node" Reason || true)) after ${READY_TIMEOUT_S}s; slurmctld log:"$'\n'"$(log_tail "$LOG/slurmctld.log")"$'\n'"  slurmd log:"$'\n'"$(log_tail "$LOG/slurmd.log")"
+			die 1 "node $node is '${state:-unknown}' (Reason: $(node_field "$node" Reason || true)) after ${READY_TIMEOUT_S}s; slurmctld log:"$'\n'"$(log_tail "$LOG/slurmctld.log")"$'\n'"  slurmd log ($node):"$'\n'"$(log_tail "$LOG/slurmd-$node.log")"
 		fi
 		sleep 0.2
 	done
 }
 
+# Nodes the running controller has that this layout does not (the single node `hostname -s` of
+# earlier versions of this script, or n3 when going from three nodes to two): drained, and their
+# jobs cancelled while that controller still knows them, so that no job's processes outlive its
+# node. Their names are kept in GONE_NODES (see forget_gone_nodes).
+GONE_NODES=()
+retire_gone_nodes() {
+	local node ids
+	live_pid "$RUN/slurmctld.pid" slurmctld >/dev/null || return 0
+	while read -r node; do
+		if [[ -z $node ]] || in_layout "$node"; then continue; fi
+		GONE_NODES+=("$node")
+		scontrol update nodename="$node" state=drain reason="not in the new layout" >/dev/null 2>&1 || true
+		ids=$(squeue -h -w "$node" -o %i 2>/dev/null | paste -sd' ') || true
+		[[ -n $ids ]] || continue
+		echo "$SCRIPT: node $node is not in the new layout ($(node_names | paste -sd' ')): cancelling its jobs $ids" >&2
+		# shellcheck disable=SC2086 # a list of job ids
+		scancel $ids >/dev/null 2>&1 || true
+		wait_for "$STOP_TIMEOUT_S" no_jobs_on "$node" ||
+			echo "$SCRIPT: jobs still on node $node after ${STOP_TIMEOUT_S}s: $(squeue -h -w "$node" -o %i | paste -sd' ')" >&2
+	done < <(sinfo -h -N -o %N 2>/dev/null | sort -u)
+}
+
+no_jobs_on() {
+	[[ -z $(squeue -h -w "$1" -o %i 2>/dev/null) ]]
+}
+
+# The cgroups (v1) that the slurmd of a retired node made, once empty: slurm_NODE per controller.
+forget_gone_nodes() {
+	local node dir
+	for node in "${GONE_NODES[@]}"; do
+		for dir in /sys/fs/cgroup/*/"slurm_$node"; do
+			[[ -d $dir ]] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null
+		done
+	done
+	return 0
+}
+
+# Stops the slurmd of every node not in this layout, and with `all` every slurmd; removes the
+# spool dirs of nodes gone (spool/slurmd of the single node, spool/slurmd-nK).
+stop_slurmds() {
+	local all=$1 f spool
+	while read -r f; do
+		if ((all)) || ! layout_pidfile "$f"; then stop_daemon "$f" slurmd; fi
+	done < <(all_slurmd_pidfiles)
+	for spool in "$STATE_DIR/spool/slurmd" "$STATE_DIR"/spool/slurmd-*; do
+		if [[ -d $spool ]] && { [[ $spool == */slurmd ]] || ! in_layout "${spool##*/slurmd-}"; }; then
+			rm -rf "$spool"
+		fi
+	done
+}
+
 start() {
-	local node accounting changed=0
+	local host accounting changed=0 node
 	validate_settings
-	node=$(node_name)
+	host=$(host_name)
 	accounting=$(accounting_wanted)
 	USE_CGROUP=$(cgroup_wanted 0)
-	if warm "$node" "$accounting"; then
-		print_env "$node" "$accounting"
+	if warm "$host" "$accounting"; then
+		print_env "$accounting"
 		return 0
 	fi
 	((EUID == 0)) || die 3 "Slurm is not running here as configured and starting it needs root: sudo $0 start"
@@ -527,11 +662,15 @@ start() {
 	{ command -v slurmctld && command -v slurmd; } >/dev/null || die 1 "slurmctld/slurmd missing after install"
 
 	install -d -m 0755 "$STATE_DIR" "$ETC" "$RUN" "$LOG" "$STATE_DIR/spool"
-	install -d -m 0700 "$STATE_DIR/spool/slurmctld" "$STATE_DIR/spool/slurmd"
+	install -d -m 0700 "$STATE_DIR/spool/slurmctld"
+	while read -r node; do
+		install -d -m 0700 "$STATE_DIR/spool/slurmd-$node"
+	done < <(node_names)
+	retire_gone_nodes
 	make_devices
 	[[ -e $ETC/plugstack.conf ]] || : >"$ETC/plugstack.conf"
-	write_if_changed "$CONF" 0644 slurm_conf "$node" "$accounting" && changed=1
-	write_if_changed "$ETC/gres.conf" 0644 gres_conf "$node" && changed=1
+	write_if_changed "$CONF" 0644 slurm_conf "$host" "$accounting" && changed=1
+	write_if_changed "$ETC/gres.conf" 0644 gres_conf && changed=1
 	if ((USE_CGROUP)); then
 		write_if_changed "$ETC/cgroup.conf" 0644 cgroup_conf && changed=1
 	elif [[ -e $ETC/cgroup.conf ]]; then
@@ -548,29 +687,37 @@ start() {
 		stop_daemon "$RUN/mysql/mariadbd.pid" mariadbd
 	fi
 
-	# Node and GRES definitions are read at start only: a changed config restarts both daemons.
-	# Jobs survive (state in spool/slurmctld; slurmstepd outlives slurmd).
-	if ((changed)); then
-		stop_daemon "$RUN/slurmd.pid" slurmd
-		stop_daemon "$RUN/slurmctld.pid" slurmctld
-	fi
+	# Node and GRES definitions are read at start only: a changed config restarts the controller
+	# and every slurmd. Jobs on the nodes kept survive (state in spool/slurmctld; slurmstepd
+	# outlives slurmd).
+	stop_slurmds "$changed"
+	forget_gone_nodes
+	((changed)) && stop_daemon "$RUN/slurmctld.pid" slurmctld
 	if ! live_pid "$RUN/slurmctld.pid" slurmctld >/dev/null; then
 		quietly slurmctld -f "$CONF" 9>&- || die 1 "slurmctld did not start; log:"$'\n'"$(log_tail "$LOG/slurmctld.log")"
 	fi
 	wait_for "$READY_TIMEOUT_S" scontrol ping ||
 		die 1 "slurmctld does not answer scontrol ping after ${READY_TIMEOUT_S}s; log:"$'\n'"$(log_tail "$LOG/slurmctld.log")"
-	if ! live_pid "$RUN/slurmd.pid" slurmd >/dev/null; then
-		quietly slurmd -f "$CONF" 9>&- || die 1 "slurmd did not start; log:"$'\n'"$(log_tail "$LOG/slurmd.log")"
-	fi
-	wait_node_ready "$node"
-	print_env "$node" "$accounting"
+	while read -r node; do
+		if ! live_pid "$(slurmd_pidfile "$node")" slurmd >/dev/null; then
+			quietly slurmd -N "$node" -f "$CONF" 9>&- ||
+				die 1 "slurmd of node $node did not start; log:"$'\n'"$(log_tail "$LOG/slurmd-$node.log")"
+		fi
+	done < <(node_names)
+	while read -r node; do
+		wait_node_ready "$node"
+	done < <(node_names)
+	print_env "$accounting"
 }
 
 stop() {
+	local f
 	((EUID == 0)) || die 3 "stopping the test Slurm needs root: sudo $0 stop"
 	exec 9>"$LOCK_FILE"
 	flock 9
-	stop_daemon "$RUN/slurmd.pid" slurmd
+	while read -r f; do
+		stop_daemon "$f" slurmd
+	done < <(all_slurmd_pidfiles)
 	stop_daemon "$RUN/slurmctld.pid" slurmctld
 	stop_daemon "$RUN/slurmdbd.pid" slurmdbd
 	stop_daemon "$RUN/mysql/mariadbd.pid" mariadbd
@@ -579,9 +726,8 @@ stop() {
 }
 
 status() {
-	local node name pidfile comm ready=0
-	node=$(node_name)
-	for name in slurmctld:slurmctld.pid slurmd:slurmd.pid slurmdbd:slurmdbd.pid mariadbd:mysql/mariadbd.pid munged:munge/munged.pid; do
+	local node name pidfile comm pid ready=1
+	for name in slurmctld:slurmctld.pid slurmdbd:slurmdbd.pid mariadbd:mysql/mariadbd.pid munged:munge/munged.pid; do
 		comm=${name%%:*}
 		pidfile=$RUN/${name#*:}
 		if pid=$(live_pid "$pidfile" "$comm"); then
@@ -592,8 +738,15 @@ status() {
 	done
 	if accounting_on; then echo "accounting: on"; else echo "accounting: off"; fi
 	echo "cgroup: $(cgroup_wanted 0)"
-	echo "node $node: $(node_field "$node" State || echo unknown) $(node_field "$node" Reason || true)"
-	node_takes_jobs "$node" && ready=1
+	while read -r node; do
+		if pid=$(live_pid "$(slurmd_pidfile "$node")" slurmd); then pid="slurmd running (pid $pid)"; else pid="slurmd not running"; fi
+		echo "node $node: $pid, $(node_field "$node" State || echo unknown) $(node_field "$node" Reason || true)"
+		node_takes_jobs "$node" || ready=0
+	done < <(node_names)
+	if stray_slurmd; then
+		echo "a slurmd runs for a node not in this layout: $0 start restarts them"
+		ready=0
+	fi
 	((ready)) || return 1
 }
 
@@ -654,7 +807,7 @@ status) status ;;
 env)
 	validate_settings
 	USE_CGROUP=$(cgroup_wanted 0)
-	if accounting_on; then print_env "$(node_name)" 1; else print_env "$(node_name)" 0; fi
+	if accounting_on; then print_env 1; else print_env 0; fi
 	;;
 ensure-account) ensure_account "$@" ;;
 ensure-user) ensure_user "$@" ;;

@@ -1,5 +1,5 @@
-"""A real single-node Slurm for the tests: have scripts/slurm.sh install and start it (or find it
-running) and tell the tests how to reach it.
+"""A real Slurm for the tests, several nodes on this one machine (n1, n2: one slurmd each): have
+scripts/slurm.sh install and start it (or find it running) and tell the tests how to reach it.
 
 Decides: how the script is run (at most once per process and accounting mode; a failure is
 remembered), what a test's subprocesses get (SLURM_CONF and the commands' paths), and that a
@@ -49,10 +49,11 @@ class SlurmCluster:
 
     env: Mapping[str, str]  # os.environ plus SLURM_CONF (and the script's facts): for subprocesses
     slurm_conf: str
-    node: str
+    nodes: tuple[str, ...]  # ("n1", "n2")
     accounting: bool
     cgroup: bool  # jobs see their slices as 0..n-1 (task/cgroup) rather than node-wide numbers
-    gres: Mapping[str, int]  # slice type -> count on the node, e.g. {"1g.10gb": 40}
+    gres: Mapping[str, int]  # slice type -> count on the cluster (every node), e.g. {"1g.10gb": 40}
+    gres_per_node: Mapping[str, int]  # slice type -> count on each node, e.g. {"1g.10gb": 20}
     commands: Mapping[str, str] = field(default_factory=dict)  # "sbatch" -> "/usr/bin/sbatch"
 
     @property
@@ -173,7 +174,7 @@ def parse_exports(stdout: str) -> dict[str, str]:
 
 def _start(accounting: bool) -> SlurmCluster:
     exports = parse_exports(_script(["start"], accounting=accounting))
-    missing = {"SLURM_CONF", "SLICEHUB_SLURM_NODE", "SLICEHUB_SLURM_GRES"} - exports.keys()
+    missing = {"SLURM_CONF", "SLICEHUB_SLURM_NODE_NAMES", "SLICEHUB_SLURM_GRES"} - exports.keys()
     if missing:
         raise SlurmUnavailable(
             f"scripts/slurm.sh succeeded but printed no {', '.join(sorted(missing))}",
@@ -185,16 +186,18 @@ def _start(accounting: bool) -> SlurmCluster:
         if path is None:
             raise SlurmUnavailable(f"{name} is not on PATH after scripts/slurm.sh", skippable=False)
         commands[name] = path
-    gres = {}
-    for entry in exports["SLICEHUB_SLURM_GRES"].split(","):
+    nodes = tuple(exports["SLICEHUB_SLURM_NODE_NAMES"].split(","))
+    per_node = {}
+    for entry in exports["SLICEHUB_SLURM_GRES"].split(","):  # the same on every node
         slice_type, _, count = entry.rpartition(":")
-        gres[slice_type] = int(count)
+        per_node[slice_type] = int(count)
     return SlurmCluster(
         env={**os.environ, **exports},
         slurm_conf=exports["SLURM_CONF"],
-        node=exports["SLICEHUB_SLURM_NODE"],
+        nodes=nodes,
         accounting=exports.get("SLICEHUB_SLURM_ACCOUNTING") == "1",
         cgroup=exports.get("SLICEHUB_SLURM_CGROUP") == "1",
-        gres=gres,
+        gres={t: n * len(nodes) for t, n in per_node.items()},
+        gres_per_node=per_node,
         commands=commands,
     )

@@ -1,5 +1,5 @@
 """SlurmSliceSpawner for real: JupyterHub + configurable-http-proxy + the quota service + the test
-Slurm (scripts/slurm.sh, with accounting), driven through the hub's REST API.
+Slurm (scripts/slurm.sh, with accounting: nodes n1 and n2), driven through the hub's REST API.
 
 What a centre relies on: a start is held in the ledger and submitted with the right GRES,
 account, partition and a time limit the hold pays for; with the slices taken a start waits with
@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -186,8 +187,10 @@ def server_process(job_id: str) -> psutil.Process:
     return poll(f"the server process of job {job_id}", find, timeout=10)
 
 
-def filler(slurm: SlurmCluster, tmp_path: Path, gres_type: str, n: int = 1) -> list[str]:
-    """Plain jobs that take slices, as other users' jobs would."""
+def filler(
+    slurm: SlurmCluster, tmp_path: Path, gres_type: str, n: int = 1, node: str | None = None
+) -> list[str]:
+    """Plain jobs that take slices, as other users' jobs would (on `node` when given)."""
     ids = []
     for i in range(n):
         argv = sc.sbatch_argv(
@@ -201,12 +204,87 @@ def filler(slurm: SlurmCluster, tmp_path: Path, gres_type: str, n: int = 1) -> l
             output="/dev/null",
             chdir=str(tmp_path),
             executable=slurm.sbatch,
-        )
+        ) + ([f"--nodelist={node}"] if node else [])
         done = slurm.run(argv, stdin="#!/bin/sh\nsleep 600\n")
         assert done.returncode == 0, done.stderr
         ids.append(sa.parse_sbatch(done.stdout))
     poll("filler jobs run", lambda: all(job(slurm, i).state == "RUNNING" for i in ids))
     return ids
+
+
+def unix_user(slurm: SlurmCluster, name: str) -> pwd.struct_passwd:
+    """A Unix account (made with useradd when missing) with a Slurm association in demo-lab."""
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+    slurm.ensure_account("demo-lab", name)
+    return pwd.getpwnam(name)
+
+
+def start_unix_users_hub(hub_factory, tmp_path, slurm, users: Collection[str]):
+    """A hub whose servers run as the users' own Unix accounts (run_as = "unix-users"), with
+    `users` (accounts made by unix_user) members of demo-lab: (hub, its data dir)."""
+    site = write_site(tmp_path, ('run_as = "hub-user"', 'run_as = "unix-users"'))
+    data = tmp_path / "data"
+    data.mkdir()
+    ledger = Ledger(f"sqlite:///{data / 'ledger.sqlite'}")
+    ledger.upgrade()
+    seed_if_empty(ledger, {t.name: t.price_cents for t in load_site(site).slice_types.values()})
+    for user in users:
+        ledger.add_member("tests", "demo-lab", user, clock.utcnow())
+    ledger.dispose()
+    extra = f"c.Authenticator.allowed_users = {set(users)!r}\n"
+    hub, data = start_hub(hub_factory, tmp_path, slurm, site=site, extra=extra)
+    for user in users:
+        hub.create_user(user)
+    return hub, data
+
+
+def reconcile(
+    slurm: SlurmCluster, data: Path, since: datetime, jobs: Collection[str], tolerance: int
+) -> dict[str, list[str]]:
+    """`slicehub slurm-reconcile` of this hub's ledger against sacct, once sacct knows every one
+    of `jobs`; checks that each of their rows agrees and returns the rows' cells by job id."""
+
+    def run():
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "slicehub.cli",
+                "slurm-reconcile",
+                "--ledger",
+                f"sqlite:///{data / 'ledger.sqlite'}",
+                "--site",
+                str(SITE),
+                "--since",
+                since.astimezone().replace(tzinfo=None).isoformat(timespec="seconds"),
+                "--tolerance",
+                str(tolerance),
+            ],
+            capture_output=True,
+            text=True,
+            env=dict(slurm.env),
+            cwd=REPO,
+            timeout=60,
+        )
+        # slurmdbd hears of starts and ends a moment after slurmctld: wait until it has all
+        return done if all(j in done.stdout for j in jobs) else None
+
+    done = poll(f"sacct knows the jobs {sorted(jobs)}", run, timeout=30, interval=1)
+    print(done.stdout)
+    rows = {
+        cells[2]: cells
+        for line in done.stdout.splitlines()
+        if (cells := [c.strip() for c in line.split("|")])[2:3] and cells[2] in jobs
+    }
+    assert set(rows) == set(jobs)
+    for cells in rows.values():
+        assert cells[-2] == "ok", done.stdout  # within the tolerance (+1 s: sacct's whole seconds)
+    if done.returncode != 0:  # another hub's jobs (an earlier test's ledger) differ, not ours
+        assert "no ledger session" in done.stdout, done.stdout + done.stderr
+    return rows
 
 
 class Progress:
@@ -272,7 +350,8 @@ def test_start_submits_the_right_job_and_stop_releases_everything(slurm_hub, slu
     env = server_process(job_id).environ()
     assert env["SLICEHUB_SLICE_TYPE"] == "h100.3g.40gb"
     assert env["SLICEHUB_LEDGER_SESSION"] == str(session["id"])
-    assert env["SLICEHUB_DEVICES_DECLARED"] == "1" and env["SLICEHUB_NODE"] == slurm.node
+    assert env["SLICEHUB_DEVICES_DECLARED"] == "1"
+    assert env["SLICEHUB_NODE"] == queued.nodes and queued.nodes in slurm.nodes
     assert env["CUDA_VISIBLE_DEVICES"] != ""  # Slurm gave the job its slice
     if slurm.cgroup:
         assert env["CUDA_VISIBLE_DEVICES"] == "0"
@@ -512,22 +591,8 @@ def test_a_project_without_a_slurm_account_is_refused_before_any_hold(hub_factor
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="creating a Unix account needs root")
 def test_jobs_run_as_the_users_unix_account(hub_factory, tmp_path, slurm):
-    try:
-        pwd.getpwnam(UNIX_USER)
-    except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", UNIX_USER], check=True)
-    slurm.ensure_account("demo-lab", UNIX_USER)
-    site = write_site(tmp_path, ('run_as = "hub-user"', 'run_as = "unix-users"'))
-    data = tmp_path / "data"
-    data.mkdir()
-    ledger = Ledger(f"sqlite:///{data / 'ledger.sqlite'}")
-    ledger.upgrade()
-    seed_if_empty(ledger, {t.name: t.price_cents for t in load_site(site).slice_types.values()})
-    ledger.add_member("tests", "demo-lab", UNIX_USER, clock.utcnow())
-    ledger.dispose()
-    extra = f"c.Authenticator.allowed_users = {{{UNIX_USER!r}}}\n"
-    hub, data = start_hub(hub_factory, tmp_path, slurm, site=site, extra=extra)
-    hub.create_user(UNIX_USER)
+    unix_user(slurm, UNIX_USER)
+    hub, _data = start_unix_users_hub(hub_factory, tmp_path, slurm, [UNIX_USER])
     r = hub.start_server(UNIX_USER, {"slice_type": "h100.1g.10gb", "duration_hours": 0.5})
     assert r.status_code in (201, 202), r.text
     hub.wait_for_server(UNIX_USER, timeout=WAIT_S)
@@ -558,44 +623,7 @@ def test_slurm_accounting_and_the_ledger_agree(hub_factory, tmp_path, slurm):
     slurm.run(sc.scancel_argv(jobs["bob"], executable=slurm.scancel))  # killed behind its back
     poll("the hub drops bob's server", lambda: hub.server_model("bob") is None, timeout=20)
     time.sleep(2)  # carol's server still runs: the ledger meters her up to its last tick
-
-    def reconcile():
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "slicehub.cli",
-                "slurm-reconcile",
-                "--ledger",
-                f"sqlite:///{data / 'ledger.sqlite'}",
-                "--site",
-                str(SITE),
-                "--since",
-                since.astimezone().replace(tzinfo=None).isoformat(timespec="seconds"),
-                "--tolerance",
-                "3",  # the metering tick of this hub
-            ],
-            capture_output=True,
-            text=True,
-            env=dict(slurm.env),
-            cwd=REPO,
-            timeout=60,
-        )
-        # slurmdbd hears of starts and ends a moment after slurmctld: wait until it has all
-        return done if all(j in done.stdout for j in jobs.values()) else None
-
-    done = poll("sacct knows the three jobs", reconcile, timeout=30, interval=1)
-    print(done.stdout)
-    rows = {
-        cells[2]: cells
-        for line in done.stdout.splitlines()
-        if (cells := [c.strip() for c in line.split("|")])[2:3] and cells[2] in jobs.values()
-    }
-    assert set(rows) == set(jobs.values())
-    for cells in rows.values():
-        assert cells[-2] == "ok", done.stdout  # within the tick (+1 s: sacct's whole seconds)
-    if done.returncode != 0:  # another hub's jobs (an earlier test's ledger) differ, not ours
-        assert "no ledger session" in done.stdout, done.stdout + done.stderr
+    reconcile(slurm, data, since, jobs.values(), tolerance=3)  # the metering tick of this hub
     hub.stop_server("carol")
 
 
