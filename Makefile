@@ -94,7 +94,7 @@ postgres:
 		exit $$status; \
 	fi
 
-# Installs, configures and starts the single-node test Slurm (scripts/slurm.sh), with accounting
+# Installs, configures and starts the two-node test Slurm (scripts/slurm.sh), with accounting
 # (slurmdbd + MariaDB: the reconcile tests need sacct). Exit 3 outside CI (not root, no apt): the
 # slurm tests then skip, saying why.
 slurm:
