@@ -199,8 +199,13 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
     ]
     c.JupyterHub.custom_scopes = CUSTOM_SCOPES
     c.JupyterHub.load_roles = [
-        # the quota service stops servers whose session ended, and sees which servers run
-        {"name": "quota-service", "services": ["quota"], "scopes": ["servers", "list:users"]},
+        # the quota service stops servers whose session ended, sees which servers run, and
+        # reads a user's groups (a project's member group) for requests made with their token
+        {
+            "name": "quota-service",
+            "services": ["quota"],
+            "scopes": ["servers", "list:users", "read:users:groups"],
+        },
         {
             "name": "slicehub-spawner",
             "services": ["slicehub-spawner"],

@@ -5,8 +5,9 @@ Fakes, named as fakes, at the two seams a spawner talks through, swapped in by c
 under test:
 
 - `FakeQuotaClient`: the quota service's REST API as an in-memory book of holds. It records every
-  hold, begin and release (with the reason the spawner gave), and refuses or goes down when a
-  test says so. Each test gets its own subclass with its own `FakeBook`.
+  hold, begin and release (with the reason the spawner gave) and the user's groups each project
+  list and hold was given, and refuses or goes down when a test says so. Each test gets its own
+  subclass with its own `FakeBook`.
 - `FakeSlurmClient`: the real `SlurmClient` (its squeue sharing, its parsers) with `run`
   answering from a `FakeCluster` instead of running sbatch, squeue, scancel, scontrol, sacct:
   jobs pend, run, end and vanish as the test moves them, and answers are printed in the formats
@@ -65,6 +66,7 @@ class FakeBook:
     holds: dict[int, dict] = field(default_factory=dict)  # id -> the session view
     releases: list[tuple[int, str, datetime | None]] = field(default_factory=list)
     begins: list[int] = field(default_factory=list)
+    groups: list[tuple[str, list[str]]] = field(default_factory=list)  # (call, groups given)
     refusal: tuple[int, str] | None = None  # the next holds answer this (status, sentence)
     down: bool = False  # every call answers 503, as a quota service that does not answer
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -88,12 +90,16 @@ class FakeQuotaClient(QuotaClient):
         if self.book.down:
             raise web.HTTPError(503, "The quota service is not answering (a fake, down).")
 
-    async def projects(self, user: str) -> list[dict]:
+    async def projects(self, user: str, groups=()) -> list[dict]:
         self._up()
+        self.book.groups.append(("projects", list(groups)))
         return list(self.book.projects)
 
-    async def hold(self, project, user, server_name, slice_type, minutes, deferred=False) -> dict:
+    async def hold(
+        self, project, user, server_name, slice_type, minutes, deferred=False, groups=()
+    ) -> dict:
         self._up()
+        self.book.groups.append(("hold", list(groups)))
         if self.book.refusal is not None:
             raise web.HTTPError(*self.book.refusal)
         if any(h["user"] == user and h["server_name"] == server_name for h in self.book.active()):

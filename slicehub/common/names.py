@@ -1,6 +1,6 @@
 """The shapes of the names Slicehub accepts from people and files: slice types, project ids,
-user names. Written once here; the spawn form, the REST APIs, the site file, the ledger and its
-command line all check against these patterns (use `fullmatch`).
+user names, hub group names. Written once here; the spawn form, the REST APIs, the site file,
+the ledger and its command line all check against these patterns (use `fullmatch`).
 
 A name that passes is safe to put in a log line, a URL path segment, a Slurm job name or an
 audit entry: no spaces, quotes, shell metacharacters or control characters.
@@ -19,3 +19,8 @@ PROJECT_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # a hub user name as the ledger stores it: letters, digits, ".", "_", "@", "-"; a roster's names
 # are lower-cased first (quota.roster.normalise_username)
 USERNAME = re.compile(r"[A-Za-z0-9._@-]{1,100}")
+
+# a hub group name as a project names its member group ("proj-vision", "Slicehub.Staff_2026"):
+# letters, digits, ".", "_", "-", at most 100 characters; compared exactly (case matters), as
+# the hub compares them
+GROUP_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")

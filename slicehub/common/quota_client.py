@@ -15,6 +15,7 @@ import asyncio
 import inspect
 import json
 import logging
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from urllib.parse import quote
@@ -22,6 +23,8 @@ from urllib.parse import quote
 from jupyterhub.utils import exponential_backoff, url_path_join
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from .names import GROUP_NAME
 
 log = logging.getLogger("slicehub.quota_client")
 
@@ -34,6 +37,13 @@ DOWN = (
     "The quota service is not answering, so no new session can start right now; running "
     "sessions are not affected. Please try again in a minute."
 )
+
+
+def group_names(groups: Iterable[str]) -> list[str]:
+    """The user's hub groups that a project could name as its member group (`GROUP_NAME`),
+    sorted, once each. A group named otherwise (a directory's "Domain Users") can make nobody a
+    member, and the quota service would refuse the whole request for it."""
+    return sorted({g for g in groups if GROUP_NAME.fullmatch(g)})
 
 
 class QuotaClient:
@@ -73,8 +83,12 @@ class QuotaClient:
             raise web.HTTPError(503, self.down) from None
         return json.loads(r.body) if r.body else {}
 
-    async def projects(self, user: str) -> list[dict]:
-        return (await self._call("GET", f"api/projects?user={quote(user)}"))["projects"]
+    async def projects(self, user: str, groups: Iterable[str] = ()) -> list[dict]:
+        """`user`'s projects (the spawners' token), by member row or through a project's
+        member group among `groups`, the user's hub groups."""
+        names = group_names(groups)
+        query = f"user={quote(user)}" + (f"&groups={quote(','.join(names))}" if names else "")
+        return (await self._call("GET", f"api/projects?{query}"))["projects"]
 
     async def session(self, session_id: int, user: str) -> dict | None:
         """The ledger's view of `user`'s active session `session_id` (None: not active)."""
@@ -93,10 +107,18 @@ class QuotaClient:
         return await self._call("GET", f"api/projects/{quote(slug)}")
 
     async def hold(
-        self, project, user, server_name, slice_type, minutes, deferred: bool = False
+        self,
+        project,
+        user,
+        server_name,
+        slice_type,
+        minutes,
+        deferred: bool = False,
+        groups: Iterable[str] = (),
     ) -> dict:
         """Hold the cost of `minutes` on `slice_type`. `deferred`: the server waits in a
-        batch queue first; metering starts with `begin`, so queued time is not charged."""
+        batch queue first; metering starts with `begin`, so queued time is not charged.
+        `groups`: the user's hub groups (they may be a member through a project's group)."""
         return await self._call(
             "POST",
             "api/holds",
@@ -107,6 +129,7 @@ class QuotaClient:
                 "slice_type": slice_type,
                 "duration_minutes": minutes,
                 "deferred": deferred,
+                "groups": group_names(groups),
             },
         )
 

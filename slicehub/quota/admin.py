@@ -1,6 +1,7 @@
-"""The centre staff's changes to the ledger: schemes, projects, grants, members, prices, class
-windows. Every change is checked first, then written with its audit entries in one transaction
-(`AdminVerbs._audited`): a change is in the ledger with its record, or neither is.
+"""The centre staff's changes to the ledger: schemes, projects (and the hub group a project takes
+members from), grants, members, prices, class windows. Every change is checked first, then
+written with its audit entries in one transaction (`AdminVerbs._audited`): a change is in the
+ledger with its record, or neither is.
 
 Decides what a valid change is (names, amounts, rates, dates, roles, duplicates). It does not
 decide what a change costs anyone: holds, charges and balances are `slicehub.quota.hold` and
@@ -19,7 +20,7 @@ from typing import TypeVar
 from sqlalchemy import select
 from sqlalchemy.orm import Session as DBSession
 
-from slicehub.common.names import PROJECT_ID, SLICE_TYPE_NAME, USERNAME
+from slicehub.common.names import GROUP_NAME, PROJECT_ID, SLICE_TYPE_NAME, USERNAME
 
 from .errors import LedgerError, check_amount, check_rate, check_window
 from .models import ClassWindow, Grant, Member, Price, Project, Scheme
@@ -102,10 +103,15 @@ class AdminVerbs:
         credit_limit_cents=0,
         member_cap_cents=None,
         is_course=False,
+        member_group=None,
         now,
     ) -> Project:
         if not isinstance(slug, str) or not PROJECT_ID.fullmatch(slug):
             raise LedgerError(f"{slug!r} is not a project id: use lowercase letters, digits, '-'.")
+        if member_group is not None:
+            check_group(member_group)
+            if is_course:
+                raise LedgerError(_COURSE_GROUP.format(slug=slug))
         check_window("project", valid_from, valid_until)
         if policy not in POLICIES:
             raise LedgerError(f"Policy {policy!r} is unknown: use one of {', '.join(POLICIES)}.")
@@ -144,14 +150,41 @@ class AdminVerbs:
                 credit_limit_cents=credit_limit_cents,
                 member_cap_cents=member_cap_cents,
                 is_course=is_course,
+                member_group=member_group,
                 created_at=now,
             )
             db.add(project)
             return project
 
+        group = {} if member_group is None else {"member_group": member_group}
         audit = change(
-            "project.add", slug, scheme=scheme, policy=policy, types=types, course=is_course
+            "project.add",
+            slug,
+            scheme=scheme,
+            policy=policy,
+            types=types,
+            course=is_course,
+            **group,
         )
+        return self._audited(actor, now, write, audit)
+
+    def set_member_group(self, actor, project, member_group: str | None, now) -> str | None:
+        """Name the hub group whose members are `project`'s members too (None: none, member
+        rows only); the group it named before. Member rows are left as they are."""
+        if member_group is not None:
+            check_group(member_group)
+        detail = {"member_group": member_group}  # and the one it replaces, once read
+
+        def write(db) -> str | None:
+            p = self._project(db, project, lock=True)
+            if p.is_course and member_group is not None:
+                raise LedgerError(_COURSE_GROUP.format(slug=project))
+            detail["before"] = p.member_group
+            p.member_group = member_group
+            return detail["before"]
+
+        # `_audited` writes the entry after `write`, in its transaction: `detail` is complete
+        audit = Change("project.member_group", project, detail)
         return self._audited(actor, now, write, audit)
 
     def add_grant(
@@ -274,6 +307,22 @@ class AdminVerbs:
 
         audit = change("window.add", project, starts_at=starts_at, ends_at=ends_at)
         return self._audited(actor, now, write, audit)
+
+
+# a group's members are plain members, whom a course's class windows and student caps would
+# not bind: a course's students come from its roster
+_COURSE_GROUP = (
+    "{slug} is a course: its students come from its roster, so it takes no members from a group."
+)
+
+
+def check_group(name) -> None:
+    """A hub group name a project may name as its member group (`GROUP_NAME`)."""
+    if not isinstance(name, str) or not GROUP_NAME.fullmatch(name):
+        raise LedgerError(
+            f"{str(name)[:100]!r} is not a group name: use letters, digits, '.', '_' and '-', "
+            "at most 100 characters, as the hub names the group."
+        )
 
 
 def _check_member(m: NewMember) -> None:

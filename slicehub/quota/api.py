@@ -5,6 +5,12 @@ Who may do what is decided by JupyterHub scopes (see docs/quota.md and hub_confi
 - `custom:quota:staff` reads everything (centre staff);
 - `custom:quota:holds` opens and releases holds (the hub's spawners, through their own token).
 A project the caller is not a member of answers 403, whatever its id.
+
+A user is a member of a project by a member row, or through the project's member group when
+that hub group is among theirs (`slicehub.quota.hold.membership`). The spawners say which groups
+a user is in (`groups` in a hold, `?groups=` with `?user=` in the form's project list); for a
+request made with the user's own token the service asks the hub (`hub_groups.UserGroups`), and
+only when some project names a member group. Nobody else may say which groups a user is in.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from jupyterhub.services.auth import HubOAuthenticated
 from tornado import web
 
 from slicehub.common import clock
+from slicehub.common.names import GROUP_NAME
 from slicehub.common.quota_client import RELEASE_REASONS
 
 from .errors import LedgerError
@@ -26,7 +33,33 @@ from .reader import LedgerReader, session_view
 STAFF = "custom:quota:staff"
 HOLDS = "custom:quota:holds"
 METRICS = "custom:quota:metrics"
-HOLD_KEYS = {"project", "user", "server_name", "slice_type", "duration_minutes", "deferred"}
+HOLD_KEYS = {
+    "project",
+    "user",
+    "server_name",
+    "slice_type",
+    "duration_minutes",
+    "deferred",
+    "groups",
+}
+MAX_GROUPS = 1000  # a user's hub groups in one request: far above a directory's usual few dozen
+
+
+def parse_groups(value) -> frozenset[str]:
+    """A user's hub groups as a request gives them: a list of group names (`GROUP_NAME`), at
+    most MAX_GROUPS; anything else is a 400 with a sentence."""
+    if not isinstance(value, list):
+        raise web.HTTPError(400, "groups must be a list of hub group names.")
+    if len(value) > MAX_GROUPS:
+        raise web.HTTPError(400, f"groups lists {len(value)} groups; at most {MAX_GROUPS}.")
+    for g in value:
+        if not isinstance(g, str) or not GROUP_NAME.fullmatch(g):
+            raise web.HTTPError(
+                400,
+                f"groups: {str(g)[:100]!r} is not a group name (letters, digits, '.', '_', "
+                "'-', at most 100 characters).",
+            )
+    return frozenset(value)
 
 
 class QuotaHandler(HubOAuthenticated, web.RequestHandler):
@@ -85,22 +118,49 @@ class QuotaHandler(HubOAuthenticated, web.RequestHandler):
         except LedgerError as e:
             raise web.HTTPError(e.status, str(e)) from None
 
+    async def groups_of(self, username: str) -> frozenset[str]:
+        """`username`'s hub groups that some project names as its member group, asked of the
+        hub only when a project names one (none: membership is by rows alone)."""
+        named = await self.in_db(self.reader.member_groups)
+        if not named:
+            return frozenset()
+        return await self.settings["groups"].of(username) & named
+
+    async def is_member(self, username: str, project: str) -> bool:
+        groups = await self.groups_of(username)
+        return await self.in_db(self.reader.is_member, username, project, groups)
+
 
 class ProjectsHandler(QuotaHandler):
     @web.authenticated
     async def get(self):
+        asked_groups = self.get_argument("groups", None)
+        groups: frozenset[str] = frozenset()
         if HOLDS in self.scopes() and self.get_argument("user", None):
             who = self.get_argument("user")  # the spawner asks on a user's behalf
+            if asked_groups:  # and says which groups the user is in
+                groups = parse_groups(asked_groups.split(","))
+        elif asked_groups is not None:
+            if HOLDS in self.scopes():
+                raise web.HTTPError(400, "groups are the groups of a user: give user too.")
+            raise web.HTTPError(
+                403,
+                "Only the hub's spawners may say which groups a user is in; yours come from "
+                "the hub.",
+            )
         else:
             who = None if self.is_staff() else self.username()
-        self.write_json({"projects": await self.in_db(self.reader.projects, who, clock.utcnow())})
+            if who is not None:
+                groups = await self.groups_of(who)
+        projects = await self.in_db(self.reader.projects, who, clock.utcnow(), None, groups)
+        self.write_json({"projects": projects})
 
 
 class ProjectHandler(QuotaHandler):
     @web.authenticated
     async def get(self, slug):
         if not self.is_staff():
-            if not await self.in_db(self.reader.is_member, self.username(), slug):
+            if not await self.is_member(self.username(), slug):
                 raise web.HTTPError(403, f"You are not a member of project {slug}.")
         rows = await self.in_db(self.reader.projects, None, clock.utcnow(), slug)
         if not rows:
@@ -117,7 +177,7 @@ class SessionsHandler(QuotaHandler):
             who = self.get_argument("user", None)
         else:
             who = self.username()
-            if project and not await self.in_db(self.reader.is_member, who, project):
+            if project and not await self.is_member(who, project):
                 raise web.HTTPError(403, f"You are not a member of project {project}.")
         sessions = await self.in_db(self.reader.sessions, who, project, active)
         self.write_json({"sessions": sessions})
@@ -153,6 +213,7 @@ class HoldsHandler(QuotaHandler):
         deferred = data.get("deferred", False)
         if not isinstance(deferred, bool):
             raise web.HTTPError(400, "deferred must be true or false.")
+        groups = parse_groups(data.get("groups", []))
         request = HoldRequest(
             data["project"],
             data["user"],
@@ -161,6 +222,7 @@ class HoldsHandler(QuotaHandler):
             timedelta(minutes=minutes),
             clock.utcnow(),
             deferred,
+            groups,
         )
         try:
             session = await self.settings["holds"].hold(request)
@@ -200,8 +262,16 @@ class ExtendHandler(QuotaHandler):
         if isinstance(minutes, bool) or not isinstance(minutes, int):
             raise web.HTTPError(400, "minutes must be a whole number of minutes.")
         who = None if self.is_staff() or HOLDS in self.scopes() else self.username()
+        # the session's user may be a member through a project's member group: their groups
+        owner = who or await self.in_db(self.reader.session_owner, int(session_id))
+        groups = await self.groups_of(owner) if owner else frozenset()
         s, project = await self.in_db(
-            self.ledger.extend, int(session_id), who, timedelta(minutes=minutes), clock.utcnow()
+            self.ledger.extend,
+            int(session_id),
+            who,
+            timedelta(minutes=minutes),
+            clock.utcnow(),
+            groups,
         )
         self.write_json(session_view(s, project))
 

@@ -38,6 +38,7 @@ from .cli_input import (
     MAX_PRICE_CENTS,
     WINDOW_EXAMPLE,
     CliError,
+    parse_group,
     parse_limit,
     parse_money,
     parse_period,
@@ -156,7 +157,8 @@ def _check_project(args, now: datetime) -> None:
 
 
 def _add_project(args, ledger, now, types, max_sessions, member_cap, is_course=False) -> None:
-    """`project add` and `course add` alike: the slice types must be priced first."""
+    """`project add` and `course add` alike: the slice types must be priced first; a project
+    may name its member group (`--group`), a course may not."""
     start, until = args.period
     _check_priced(ledger, types)
     ledger.add_project(
@@ -174,6 +176,7 @@ def _add_project(args, ledger, now, types, max_sessions, member_cap, is_course=F
         credit_limit_cents=args.credit_limit or 0,
         member_cap_cents=member_cap,
         is_course=is_course,
+        member_group=getattr(args, "group", None),
         now=now,
     )
 
@@ -182,10 +185,30 @@ def _project_add(args, ledger: Ledger, now: datetime) -> None:
     start, until = args.period
     with ledger.transaction():
         _add_project(args, ledger, now, args.types, args.max_sessions, args.member_cap)
+    group = f"; the members of hub group {args.group} are its members too" if args.group else ""
     print(
         f"Added project {args.slug} ({args.name}, {args.org}) under {args.scheme}, "
-        f"valid {hkt(start)} to {hkt(until)} HKT."
+        f"valid {hkt(start)} to {hkt(until)} HKT{group}."
     )
+
+
+def _check_project_group(args, now: datetime) -> None:
+    if args.group is None and not args.clear:
+        raise CliError("Give the hub group's name, or --clear for no group.")
+    if args.group is not None and args.clear:
+        raise CliError("Give the hub group's name or --clear, not both.")
+
+
+def _project_group(args, ledger: Ledger, now: datetime) -> None:
+    before = ledger.set_member_group(args.actor, args.slug, args.group, now)
+    was = f" (it was {before})" if before else ""
+    if args.group is None:
+        print(f"{args.slug} takes members from no group now{was}; its member rows stay.")
+    else:
+        print(
+            f"The members of hub group {args.group} are members of {args.slug} now{was}, "
+            "with the project's member cap; its member rows stay as they are."
+        )
 
 
 def _check_grant(args, now: datetime) -> None:
@@ -421,6 +444,17 @@ def add_commands(sub) -> None:
         help="slice types it may use, comma-separated, or '*' for all",
     )
     p.add_argument("--member-cap", type=money("member cap"), metavar="HK$", default=None)
+    p.add_argument("--group", type=_arg(parse_group), metavar="NAME", help=_GROUP_HELP)
+    p = _leaf(
+        project,
+        "group",
+        _project_group,
+        "set or clear the hub group whose members are a project's members too",
+        check=_check_project_group,
+    )
+    p.add_argument("slug")
+    p.add_argument("group", nargs="?", type=_arg(parse_group), metavar="NAME", help=_GROUP_HELP)
+    p.add_argument("--clear", action="store_true", help="take members from no group")
 
     grant = _group(admin, "grant", "grants")
     p = _leaf(grant, "add", _grant_add, "grant subsidy to a project", check=_check_grant)
@@ -536,6 +570,11 @@ def add_commands(sub) -> None:
 
 
 _ROSTER_HELP = "UTF-8 CSV with a header row: username (required), name, email; one student per row"
+_GROUP_HELP = (
+    "a hub group (at sign-in, a directory group), exactly as the hub names it: its members are "
+    "members of the project too, with the project's member cap, unless a member row says "
+    "otherwise"
+)
 
 
 def money(what: str, limit: int = MAX_CENTS):

@@ -1,5 +1,5 @@
 """What staff type at the `slicehub admin` command line, read and checked: amounts of HK$,
-times and dates, rates, slice types, user names, months, output files.
+times and dates, rates, slice types, user and group names, months, output files.
 
 Decides what such text may look like and turns it into ledger values (cents, aware datetimes,
 basis points), refusing what cannot be meant (a negative amount, a time without a zone, an
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from slicehub.common import clock
 from slicehub.common.money import BASIS_POINTS, format_money, parse_cents
-from slicehub.common.names import SLICE_TYPE_NAME
+from slicehub.common.names import GROUP_NAME, SLICE_TYPE_NAME
 
 from . import statement
 from .errors import MAX_CENTS, LedgerError
@@ -163,6 +163,17 @@ def parse_username(text: str) -> str:
         return normalise_username(text)
     except ValueError as e:
         raise CliError(str(e)[:1].upper() + str(e)[1:] + ".") from None
+
+
+def parse_group(text: str) -> str:
+    """A hub group's name, as the hub names it (case matters)."""
+    t = text.strip()
+    if not GROUP_NAME.fullmatch(t):
+        raise CliError(
+            f"{t[:100]!r} is not a group name: use letters, digits, '.', '_' and '-', at most "
+            "100 characters, as the hub names the group."
+        )
+    return t
 
 
 def parse_slice_type(text: str) -> str:

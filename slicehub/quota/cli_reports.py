@@ -60,6 +60,8 @@ def show_balance(args, ledger: Ledger, now: datetime) -> None:
         f"{p.slug}: {p.name} ({p.organisation}, PI {p.pi}); scheme {scheme.name} at "
         f"{rate_text(scheme.subsidy_rate_bp)}; policy {p.policy}; as of {hkt(now)} HKT"
     )
+    if p.member_group:
+        print(f"  members: by row, and the members of hub group {p.member_group}")
     for label, cents in lines:
         print(f"  {label:<18} {format_money(cents):>18}")
     if usage is not None:

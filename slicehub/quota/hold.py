@@ -8,6 +8,12 @@ student outside a class window, or not enough subsidy (policy `stop`) / subsidy 
 (policy `full_price`). The session's end is fixed by the hold. An extension is funded the same
 way, from where the session's hold ends.
 
+Who is a member (`membership`): a user with a member row (its role and cap apply), or, when the
+project names a member group, a user in that hub group, as a plain member with the project's
+per-member cap. The user's groups come with each request (the spawner knows them); a row
+always wins over the group, and a group member is decided exactly as a row member with the
+same cap would be.
+
 The decisions here work on plain data (`ProjectState`, one project as a batch of holds sees it,
 moved along in memory as holds are accepted) and never touch the database: the ledger reads the
 states and writes the outcome (`slicehub.quota.store`), in one transaction per batch, so 200
@@ -20,6 +26,7 @@ release (`slicehub.quota.metering`).
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -43,6 +50,10 @@ class HoldRequest:
     duration: timedelta
     now: datetime
     deferred: bool = False  # metered from `Ledger.begin` (a batch job's start), not from now
+    groups: frozenset[str] = frozenset()  # the user's hub groups, as the spawner knows them
+
+
+ROW = "row"  # a membership from a member row; one from a group is "group:<its name>"
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,20 @@ class MemberRow:
     username: str
     role: str
     cap_cents: int | None
+    via: str = ROW
+
+
+def membership(
+    row: MemberRow | None, username: str, member_group: str | None, groups: Collection[str]
+) -> MemberRow | None:
+    """`username`'s membership of a project: their member `row` when there is one (its role
+    and cap win), else, when the project's `member_group` is among the user's `groups`, a plain
+    member with no cap of their own (the project's member cap applies); None: not a member."""
+    if row is not None:
+        return row
+    if member_group is not None and member_group in groups:
+        return MemberRow(username, "member", None, f"group:{member_group}")
+    return None
 
 
 @dataclass(slots=True)
@@ -77,6 +102,7 @@ class HeldSession:
     stopped_at: datetime | None = None
     extended: int = 0
     id: int = 0
+    via: str = ROW  # how the user was a member (`MemberRow.via`); not a column: audited
 
 
 @dataclass
@@ -108,6 +134,10 @@ class ProjectState:
     def credit_left(self) -> int:
         return self.row.credit_limit_cents - self.credit_used
 
+    def member(self, username: str, groups: Collection[str]) -> MemberRow | None:
+        """`username`'s membership (`membership`), given their hub `groups`."""
+        return membership(self.members.get(username), username, self.row.member_group, groups)
+
 
 def decide(
     r: HoldRequest, p: ProjectState | None, book: PriceBook, known: int, busy: set
@@ -120,7 +150,7 @@ def decide(
     if p is None:
         raise LedgerError(f"There is no project {r.project!r}.", 404)
     row, now = p.row, r.now
-    member = p.members.get(r.username)
+    member = p.member(r.username, r.groups)
     if member is None:
         raise LedgerError(f"{r.username} is not a member of project {r.project}.", 403)
     if not row.valid_from <= now < row.valid_until:
@@ -173,6 +203,7 @@ def decide(
         hold_credit_cents=hold_credit,
         metered_until=now,
         begun=not r.deferred,
+        via=member.via,
     )
 
 
@@ -198,12 +229,19 @@ MAX_EXTENSION = timedelta(hours=24)
 
 
 def extend(
-    s: Session, p: ProjectState, extra: timedelta, now: datetime, schedule: PriceSchedule
-) -> None:
+    s: Session,
+    p: ProjectState,
+    extra: timedelta,
+    now: datetime,
+    schedule: PriceSchedule,
+    groups: Collection[str] = (),
+) -> MemberRow:
     """Hold `extra` more time for the active session `s` of the locked project `p`, priced
     from where its hold ends at the prices it was held at, funded like a hold (subsidy, then
     credit for a `full_price` project; the member's cap; a student's class window). Moves the
-    session's end and its hold; raises LedgerError (nothing changed) when it cannot be paid."""
+    session's end and its hold, and returns the membership that allowed it (the session's user
+    is still a member: by row, or through `groups`, their hub groups now); raises LedgerError
+    (nothing changed) when it cannot be paid."""
     if not MIN_EXTENSION <= extra <= MAX_EXTENSION:
         raise LedgerError(
             f"An extension is from {duration_words(_minutes(MIN_EXTENSION))} to "
@@ -223,7 +261,7 @@ def extend(
             "sessions now.",
             403,
         )
-    member = p.members.get(s.username)
+    member = p.member(s.username, groups)
     if member is None:
         raise LedgerError(f"{s.username} is no longer a member of project {row.slug}.", 403)
     new_end = s.end_at + extra
@@ -245,6 +283,7 @@ def extend(
     s.hold_credit_cents += credit
     s.end_at = new_end
     s.extended += 1
+    return member
 
 
 def _fund(p: ProjectState, now, need: int, slice_type, duration, hold_list) -> tuple[int, int]:

@@ -7,7 +7,8 @@ statements, the tests). It is put together from the ledger's parts, one job each
 - `slicehub.quota.admin.AdminVerbs`: staff changes, each audited in its own transaction;
 - holds and balances (here): a batch of hold requests decided in one transaction by the pure
   rules of `slicehub.quota.hold`, over the projects' states read set-wise
-  (`slicehub.quota.states`);
+  (`slicehub.quota.states`); a hold through a project's member group is audited with how
+  (`via`, e.g. "group:proj-vision");
 - `slicehub.quota.metering.Metering`: metering, release, begin and extend.
 
 Read-only queries are `slicehub.quota.reader.LedgerReader`; refusals are
@@ -20,6 +21,7 @@ of every session is charged exactly once.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,11 +31,11 @@ from sqlalchemy.orm import Session as DBSession
 from . import hold
 from .admin import AdminVerbs
 from .errors import LedgerError
-from .hold import HeldSession, HoldRequest, ProjectState
+from .hold import ROW, HeldSession, HoldRequest, ProjectState
 from .metering import Metering
 from .models import Project, Session
 from .states import busy_servers, load_states, newest_price
-from .store import Store, write_sessions
+from .store import Store, write_group_holds, write_sessions
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,13 @@ class Ledger(AdminVerbs, Metering, Store):
         slice_type: str,
         duration: timedelta,
         now: datetime,
+        groups: Collection[str] = (),
     ) -> HeldSession:
-        """Hold the cost of `duration` on `slice_type` for `username` in `project`, or refuse
-        (`LedgerError`). A batch of one; see `open_sessions`."""
-        request = HoldRequest(project, username, server_name, slice_type, duration, now)
+        """Hold the cost of `duration` on `slice_type` for `username` (in hub `groups`) in
+        `project`, or refuse (`LedgerError`). A batch of one; see `open_sessions`."""
+        request = HoldRequest(
+            project, username, server_name, slice_type, duration, now, groups=frozenset(groups)
+        )
         (outcome,) = self.open_sessions([request])
         if isinstance(outcome, LedgerError):
             raise outcome
@@ -125,6 +130,10 @@ class Ledger(AdminVerbs, Metering, Store):
         200 simultaneous starts in a few milliseconds each (`slicehub.quota.hold_queue`)."""
         if not requests:
             return []
+        groups: dict[str, set[str]] = {}  # a user's groups, as any of their requests gave them
+        for r in requests:
+            if r.groups:
+                groups.setdefault(r.username, set()).update(r.groups)
         with self.session.begin() as db:
             now = min(r.now for r in requests)  # grants still valid then are read; each
             states = load_states(  # request then counts those valid at its own moment
@@ -134,6 +143,7 @@ class Ledger(AdminVerbs, Metering, Store):
                 True,
                 self._is_sqlite,
                 {(r.project, r.username) for r in requests},
+                groups,
             )
             known = next(iter(states.values())).known if states else newest_price(db)
             book = self._prices.book(db, known)
@@ -147,6 +157,10 @@ class Ledger(AdminVerbs, Metering, Store):
             accepted = [s for s in outcomes if isinstance(s, HeldSession)]
             if accepted:
                 write_sessions(db, accepted, self._is_sqlite)
+            by_group = [s for s in accepted if s.via != ROW]
+            if by_group:
+                slugs = {st.row.id: slug for slug, st in states.items()}
+                write_group_holds(db, by_group, slugs)
         return outcomes
 
     # -- active sessions -------------------------------------------------------------------

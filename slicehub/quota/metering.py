@@ -19,6 +19,7 @@ the arithmetic are `slicehub.quota.hold` and `slicehub.quota.pricing`, the bulk 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -239,13 +240,19 @@ class Metering:
         return s
 
     def extend(
-        self, session_id: int, username: str | None, extra: timedelta, now: datetime
+        self,
+        session_id: int,
+        username: str | None,
+        extra: timedelta,
+        now: datetime,
+        groups: Collection[str] = (),
     ) -> tuple[Session, str]:
         """Hold `extra` more time for `username`'s active session `session_id` (None: anyone's,
         for staff), or refuse (`LedgerError`, nothing written); the session and its project.
-        The project is locked first, as a hold locks it, so extensions and holds of one
-        project are decided one after the other. See `slicehub.quota.hold.extend` for the
-        rules."""
+        `groups`: the session's user's hub groups now (their membership may come from the
+        project's member group). The project is locked first, as a hold locks it, so
+        extensions and holds of one project are decided one after the other. See
+        `slicehub.quota.hold.extend` for the rules."""
         with self.session.begin() as db:
             found = db.execute(
                 select(Session.username, Project.slug)
@@ -255,12 +262,19 @@ class Metering:
             if found is None or (username is not None and found.username != username):
                 raise LedgerError(f"There is no session {session_id} of yours.", 404)
             states = load_states(
-                db, {found.slug}, now, True, self._is_sqlite, {(found.slug, found.username)}
+                db,
+                {found.slug},
+                now,
+                True,
+                self._is_sqlite,
+                {(found.slug, found.username)},
+                {found.username: groups},
             )
             s = db.get(Session, session_id, with_for_update=not self._is_sqlite)
             before = s.end_at
             schedule = self._schedule(db, s.slice_type, s.prices_known)
-            hold.extend(s, states[found.slug], extra, now, schedule)
+            member = hold.extend(s, states[found.slug], extra, now, schedule, groups)
+            via = {} if member.via == hold.ROW else {"via": member.via}
             self._audit(
                 db,
                 now,
@@ -271,6 +285,7 @@ class Metering:
                 end_at_before=before,
                 end_at=s.end_at,
                 hold_list_cents=s.hold_list_cents,
+                **via,
             )
         return s, found.slug
 

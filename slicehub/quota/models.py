@@ -1,7 +1,8 @@
 """The ledger's tables (SQLAlchemy 2). Schema changes go through Alembic
 (`slicehub/quota/migrations`).
 
-Scheme → Project → Grants, Members, class windows; Prices (effective-dated, per slice type);
+Scheme → Project → Grants, Members (rows; and a project's member group, a hub group whose members
+are members too), class windows; Prices (effective-dated, per slice type);
 Sessions (one per notebook server start: the hold and its running totals), Charges (append-only,
 one per metered period, unique per session and period start, so a tick applied twice charges
 once), Warnings (unique per session and level), and the audit log.
@@ -61,6 +62,9 @@ class Project(Base):
     member_cap_cents: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     is_course: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A hub group whose members are the project's members too (plain members, with the
+    # project's member cap), decided at hold time from the user's groups; None: rows only.
+    member_group: Mapped[str | None] = mapped_column(String(100), nullable=True)
     # What the project's stopped sessions were charged, added when each one stops: a balance
     # is these three plus its active sessions, never a sum over the project's whole history.
     closed_subsidy_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")

@@ -19,6 +19,7 @@ ledger enforces them now; the 30 days are summed in the database, one query per 
 from __future__ import annotations
 
 import functools
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -143,10 +144,13 @@ class ProjectUsage:
         return total(d.amounts for d in self.days)
 
 
-def usage(reader: LedgerReader, username: str, now: datetime) -> list[ProjectUsage]:
-    """The "My usage" page of `username`: each of their projects, its balance, this month's
-    and the last 30 days' spend (the project's, all members), and their own sessions."""
-    projects = reader.projects(username, now)
+def usage(
+    reader: LedgerReader, username: str, now: datetime, groups: Collection[str] = ()
+) -> list[ProjectUsage]:
+    """The "My usage" page of `username` (in hub `groups`): each of their projects (by member
+    row or member group), its balance, this month's and the last 30 days' spend (the
+    project's, all members), and their own sessions."""
+    projects = reader.projects(username, now, None, groups)
     days = chart_days(now)
     month_start = month_bounds(f"{now.astimezone(CENTRE_TZ):%Y-%m}")[0].date()
     first = min(days[0], month_start)
@@ -295,7 +299,8 @@ class UsagePage(PageHandler):
     @web.authenticated
     async def get(self):
         username = self.username()
-        projects = await self.in_db(usage, self.reader, username, clock.utcnow())
+        groups = await self.groups_of(username)
+        projects = await self.in_db(usage, self.reader, username, clock.utcnow(), groups)
         self.page("usage.html.j2", title="My usage", page="usage", projects=projects)
 
 

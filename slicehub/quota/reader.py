@@ -1,23 +1,36 @@
 """Read-only queries of the ledger: what the REST API, the hub pages and the Slurm reconcile see.
 
 Every query behind the API is scoped by the caller's identity: a user's own projects, sessions
-and warnings (None: all, for staff). The views are plain JSON-ready dicts; money in cents, times
-ISO 8601. It never writes, and decides nothing about money: balances are the ledger's
-(`Ledger.balances`), as holds see them.
+and warnings (None: all, for staff). A user's projects are those with their member row and those
+whose member group is among their hub groups (`slicehub.quota.hold.membership`, the hold's
+rule). The views are plain JSON-ready dicts; money in cents, times ISO 8601. It never writes,
+and decides nothing about money: balances are the ledger's (`Ledger.balances`), as holds see
+them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
 
+from .hold import MemberRow, membership
 from .models import ClassWindow, Member, Project, Scheme, Session, SessionWarning
 
 if TYPE_CHECKING:
     from .ledger import Balance, Ledger
+
+
+def _member_of(username: str, groups: Collection[str]):
+    """The projects `username` is a member of: a member row, or a member group among
+    `groups` (the rule of `slicehub.quota.hold.membership`, as a condition on projects)."""
+    by_row = Project.id.in_(select(Member.project_id).where(Member.username == username))
+    if not groups:
+        return by_row
+    return or_(by_row, Project.member_group.in_(sorted(groups)))
 
 
 def project_view(p: Project, bal: Balance, scheme: Scheme) -> dict:
@@ -31,6 +44,7 @@ def project_view(p: Project, bal: Balance, scheme: Scheme) -> dict:
         "valid_from": p.valid_from.isoformat(),
         "valid_until": p.valid_until.isoformat(),
         "is_course": p.is_course,
+        "member_group": p.member_group,
         "grants_cents": bal.grants_cents,
         "subsidy_charged_cents": bal.subsidy_charged_cents,
         "subsidy_held_cents": bal.subsidy_held_cents,
@@ -68,17 +82,22 @@ class LedgerReader:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
 
-    def projects(self, username: str | None, now: datetime, slug: str | None = None) -> list:
-        """The projects `username` belongs to (None: all, for staff), with balances; only
+    def projects(
+        self,
+        username: str | None,
+        now: datetime,
+        slug: str | None = None,
+        groups: Collection[str] = (),
+    ) -> list:
+        """The projects `username` belongs to (None: all, for staff), by a member row or
+        through a project's member group among their hub `groups`, with balances; only
         project `slug` when given."""
         with self.ledger.session() as db:
             q = select(Project).order_by(Project.slug)
             if slug is not None:
                 q = q.where(Project.slug == slug)
             if username is not None:
-                q = q.join(Member, Member.project_id == Project.id).where(
-                    Member.username == username
-                )
+                q = q.where(_member_of(username, groups))
             projects = db.scalars(q).all()
             balances = self.ledger.balances(db, [p.slug for p in projects], now)
             views = [
@@ -86,15 +105,30 @@ class LedgerReader:
             ]
             if username is not None:
                 for p, view in zip(projects, views, strict=True):
-                    view["member"] = self._membership(db, p, username, now)
+                    view["member"] = self._membership(db, p, username, now, groups)
             return views
 
-    def _membership(self, db, p: Project, username: str, now: datetime) -> dict:
+    def _membership(self, db, p: Project, username: str, now: datetime, groups) -> dict:
         """What the spawn form needs to know of `username` in `p`: their role, what their cap
-        leaves them, and (a course) the class windows still to come."""
-        m = db.scalar(select(Member).where(Member.project_id == p.id, Member.username == username))
+        leaves them, how they are a member (`via`: "row", or "group:<name>"), and (a course)
+        the class windows still to come."""
+        row = db.scalar(
+            select(Member).where(Member.project_id == p.id, Member.username == username)
+        )
+        m = membership(
+            row and MemberRow(row.username, row.role, row.cap_cents),
+            username,
+            p.member_group,
+            groups,
+        )
         cap = m.cap_cents if m.cap_cents is not None else p.member_cap_cents
-        out = {"role": m.role, "cap_cents": cap, "cap_left_cents": None, "class_windows": []}
+        out = {
+            "role": m.role,
+            "via": m.via,
+            "cap_cents": cap,
+            "cap_left_cents": None,
+            "class_windows": [],
+        }
         if cap is not None:
             charged, held = self.ledger.member_draw(db, p, username)
             out["cap_left_cents"] = max(cap - charged - held, 0)
@@ -110,15 +144,29 @@ class LedgerReader:
             ]
         return out
 
-    def is_member(self, username: str, project: str) -> bool:
+    def is_member(self, username: str, project: str, groups: Collection[str] = ()) -> bool:
+        """Whether `username` (in hub `groups`) is a member of `project`: by row or group."""
         with self.ledger.session() as db:
             return bool(
                 db.scalar(
-                    select(Member.id)
-                    .join(Project, Project.id == Member.project_id)
-                    .where(Project.slug == project, Member.username == username)
+                    select(Project.id).where(Project.slug == project, _member_of(username, groups))
                 )
             )
+
+    def member_groups(self) -> frozenset[str]:
+        """Every hub group a project names as its member group (empty: membership is by
+        member rows alone, and nobody's groups need to be asked for)."""
+        with self.ledger.session() as db:
+            return frozenset(
+                db.scalars(
+                    select(Project.member_group).where(Project.member_group.is_not(None)).distinct()
+                )
+            )
+
+    def session_owner(self, session_id: int) -> str | None:
+        """The user of session `session_id` (None: no such session)."""
+        with self.ledger.session() as db:
+            return db.scalar(select(Session.username).where(Session.id == session_id))
 
     def sessions(self, username: str | None, project: str | None, active_only=False) -> list:
         with self.ledger.session() as db:

@@ -48,6 +48,7 @@ from slicehub.settings import Settings
 from . import api, pages
 from .demo import missing_prices, seed_if_empty
 from .hold_queue import HoldQueue
+from .hub_groups import UserGroups
 from .ledger import Ledger
 from .meter_loop import HubClient, Meter, hub_gone
 from .metrics import LedgerCollector
@@ -66,9 +67,12 @@ class MetricsHandler(api.QuotaHandler):
         self.finish(generate_latest(self.settings["registry"]))
 
 
-def make_app(ledger: Ledger, prefix: str = "/services/quota/") -> web.Application:
+def make_app(
+    ledger: Ledger, prefix: str = "/services/quota/", hub: HubClient | None = None
+) -> web.Application:
     """The service's routes; holds go through one `HoldQueue` (simultaneous starts decided
-    together)."""
+    together); users' hub groups are asked of `hub` (None: nobody's groups are known, so
+    membership is by member rows alone)."""
     registry = CollectorRegistry()
     registry.register(LedgerCollector(ledger))
 
@@ -95,6 +99,7 @@ def make_app(ledger: Ledger, prefix: str = "/services/quota/") -> web.Applicatio
         ledger=ledger,
         reader=LedgerReader(ledger),
         holds=HoldQueue(ledger),
+        groups=UserGroups(hub),
         registry=registry,
         cookie_secret=os.urandom(32),
     )
@@ -328,10 +333,10 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         self.check_prices()
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/quota/")
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
-        app = make_app(self.ledger, prefix)
+        hub = HubClient(api_url, token)
+        app = make_app(self.ledger, prefix, hub)
         server = HTTPServer(app)
         server.listen(url.port, url.hostname)
-        hub = HubClient(api_url, token)
         meter = Meter(self.ledger, hub, self.meter_interval, self.orphan_grace)
         settle_memory()
         task = asyncio.create_task(meter.run())

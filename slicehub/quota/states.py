@@ -2,8 +2,10 @@
 
 `load_states` reads everything the hold rules (`slicehub.quota.hold`) need about a set of
 projects in a fixed number of statements, however many projects and requests a batch carries:
-the projects (locked, in id order, when a batch will write), their active sessions' sums, grants
-in force, the memberships asked about and what capped members drew, a course's class windows.
+the projects (locked, in id order, when a batch will write; with them the member group each
+names), their active sessions' sums, grants in force, the member rows asked about and what
+capped members drew (a group member under the project's member cap too), a course's class
+windows.
 `PriceCache` keeps the price rows and reads them again only when a new one has been written.
 
 It decides nothing and writes nothing; a project's balance is its closed totals plus its active
@@ -12,6 +14,7 @@ sessions, so no query here reads the (long) history of charges.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from datetime import datetime
 
 from sqlalchemy import ARRAY, Integer, String, any_, bindparam, case, func, select, tuple_
@@ -21,9 +24,19 @@ from .models import ClassWindow, Grant, Member, Price, Project, Scheme, Session
 from .pricing import PriceBook
 
 
-def load_states(db, slugs, now: datetime, lock: bool, is_sqlite: bool, members=()):
+def load_states(
+    db,
+    slugs,
+    now: datetime,
+    lock: bool,
+    is_sqlite: bool,
+    members=(),
+    groups: Mapping[str, Collection[str]] | None = None,
+):
     """The state of projects `slugs` (locked when `lock`), keyed by slug; the memberships read
-    are the (slug, username) pairs in `members`, with what each has drawn when a cap applies."""
+    are the (slug, username) pairs in `members`, with what each has drawn when a cap applies.
+    `groups` (username -> their hub groups) says who may be a member through a project's
+    member group without a row: what they drew is read as well, in the same statement."""
     conn = db.connection()  # Core rows throughout: the ORM's per-statement cost adds up here
     pt, t = Project.__table__, Session.__table__
     q = (
@@ -76,7 +89,7 @@ def load_states(db, slugs, now: datetime, lock: bool, is_sqlite: bool, members=(
         s.credit_used += s.row.closed_credit_cents
     pairs = sorted({(states[slug].row.id, user) for slug, user in members if slug in states})
     if pairs:
-        _load_members(conn, by_id, pairs)
+        _load_members(conn, by_id, pairs, groups or {})
     courses = [pid for pid, s in by_id.items() if s.row.is_course]
     if courses:
         for pid, start, end in conn.execute(
@@ -88,8 +101,14 @@ def load_states(db, slugs, now: datetime, lock: bool, is_sqlite: bool, members=(
     return states
 
 
-def _load_members(conn, by_id: dict[int, ProjectState], pairs: list[tuple[int, str]]):
-    """The memberships asked about (exact pairs, plain rows), and what capped members drew."""
+def _load_members(
+    conn,
+    by_id: dict[int, ProjectState],
+    pairs: list[tuple[int, str]],
+    groups: Mapping[str, Collection[str]],
+):
+    """The memberships asked about (exact pairs, plain rows), and what capped members drew:
+    by row, or (no row) through the project's member group under its member cap."""
     m = Member.__table__.c
     capped = []
     for pid, username, role, cap in conn.execute(
@@ -98,6 +117,12 @@ def _load_members(conn, by_id: dict[int, ProjectState], pairs: list[tuple[int, s
         state = by_id[pid]
         state.members[username] = MemberRow(username, role, cap)
         if cap is not None or state.row.member_cap_cents is not None:
+            capped.append((pid, username))
+    for pid, username in pairs:
+        state = by_id[pid]
+        if username in state.members or state.row.member_cap_cents is None:
+            continue
+        if state.member(username, groups.get(username, ())) is not None:
             capped.append((pid, username))
     if not capped:
         return

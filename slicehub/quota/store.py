@@ -131,14 +131,12 @@ class Store:
     def _audit(self, db: DBSession, at, actor: str, action: str, subject: str, **detail) -> None:
         """Append an audit entry inside the caller's transaction."""
         db.add(
-            AuditEntry(
-                at=at,
-                actor=actor,
-                action=action,
-                subject=subject,
-                detail=json.dumps(detail, sort_keys=True, default=str),
-            )
+            AuditEntry(at=at, actor=actor, action=action, subject=subject, detail=_detail(detail))
         )
+
+
+def _detail(detail: dict) -> str:
+    return json.dumps(detail, sort_keys=True, default=str)
 
 
 def find_project(db: DBSession, slug: str, lock: bool = False) -> Project:
@@ -183,8 +181,10 @@ def write_sessions(db, sessions: list[HeldSession], is_sqlite: bool) -> None:
     sequence in one statement, then one binary COPY, whatever the batch's size (a multi-row
     INSERT of a few hundred rows costs several times more, most of it in the driver).
 
-    A hold writes no audit entry: its session row is the record (who, when, which slice,
-    what was held), and the audit log stays the log of staff changes and releases."""
+    A hold by a member row writes no audit entry: its session row is the record (who, when,
+    which slice, what was held) and the member row says why they could; the audit log stays the
+    log of staff changes and releases. A hold through a project's member group is audited
+    (`write_group_holds`), since the directory's group may say otherwise tomorrow."""
     conn = db.connection()
     if is_sqlite:
         t = Session.__table__
@@ -199,6 +199,25 @@ def write_sessions(db, sessions: list[HeldSession], is_sqlite: bool) -> None:
     with conn.connection.driver_connection.cursor() as cur:
         rows = ([getattr(s, c) for c in _SESSION_COLUMNS] for s in sessions)
         copy_rows(cur, "sessions", _SESSION_COLUMNS, rows)
+
+
+def write_group_holds(db, sessions: list[HeldSession], slugs: dict[int, str]) -> None:
+    """One audit entry per session held through a project's member group (`HeldSession.via`,
+    e.g. "group:proj-vision"), all in one statement, after `write_sessions` gave them ids.
+    `slugs`: project id -> slug."""
+    rows = [
+        {
+            "at": s.started_at,
+            "actor": s.username,
+            "action": "session.hold",
+            "subject": str(s.id),
+            "detail": _detail(
+                {"via": s.via, "project": slugs[s.project_id], "slice_type": s.slice_type}
+            ),
+        }
+        for s in sessions
+    ]
+    db.connection().execute(insert(AuditEntry.__table__), rows)
 
 
 # the sequence is looked up once per statement, in FROM: called per row in the select list,

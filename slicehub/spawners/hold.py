@@ -9,7 +9,7 @@ Without a quota service (`quota_url` unset, tests of the allocator alone) it hol
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from tornado import web
@@ -53,11 +53,12 @@ class LedgerHold:
     def session_id(self) -> int | None:
         return (self.session or {}).get("id")
 
-    async def project_for(self, options: SliceOptions) -> str:
-        """The project to charge: the one the options name, or the user's only project."""
+    async def project_for(self, options: SliceOptions, groups: Sequence[str] = ()) -> str:
+        """The project to charge: the one the options name, or the user's only project (by
+        member row, or through a project's member group among the user's hub `groups`)."""
         if options.project:
             return options.project
-        projects = await self.quota.projects(self.username)
+        projects = await self.quota.projects(self.username, groups)
         if len(projects) == 1:
             return projects[0]["project"]
         if not projects:
@@ -69,10 +70,17 @@ class LedgerHold:
         names = ", ".join(p["project"] for p in projects)
         raise web.HTTPError(400, f"Choose the project to charge (project): one of {names}.")
 
-    async def open(self, options: SliceOptions, project: str, deferred: bool = False) -> datetime:
+    async def open(
+        self,
+        options: SliceOptions,
+        project: str,
+        deferred: bool = False,
+        groups: Sequence[str] = (),
+    ) -> datetime:
         """Hold the cost of `options` for `project`; the session's end. Refusals are HTTP
         errors with the ledger's sentence. `deferred`: the server waits in a batch queue first,
-        and metering starts with `begin`, so the queue is not charged."""
+        and metering starts with `begin`, so the queue is not charged. `groups`: the user's hub
+        groups (they may be a member through the project's member group)."""
         st = options.slice_type
         self.end = clock.utcnow() + timedelta(minutes=options.duration_minutes)
         if self.quota is None:
@@ -80,14 +88,14 @@ class LedgerHold:
         self.progress(5, f"Holding the cost of {st.name} for project {project}")
         hold = (project, self.username, self.server_name, st.name, options.duration_minutes)
         try:
-            self.session = await self.quota.hold(*hold, deferred)
+            self.session = await self.quota.hold(*hold, deferred, groups)
         except web.HTTPError as e:
             # a hold from an earlier start whose answer never arrived: release it, once
             if e.status_code != 409 or not await self.quota.release_stale(
                 self.username, self.server_name
             ):
                 raise
-            self.session = await self.quota.hold(*hold, deferred)
+            self.session = await self.quota.hold(*hold, deferred, groups)
         self.end = datetime.fromisoformat(self.session["end_at"])
         self.progress(
             10,

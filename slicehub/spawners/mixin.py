@@ -250,7 +250,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
         if self.quota is not None:
             projects = []
             try:
-                projects = await self.quota.projects(self.user.name)
+                projects = await self.quota.projects(self.user.name, self.user_groups())
             except web.HTTPError as e:
                 problem = e.log_message
             if not projects and not problem:
@@ -268,6 +268,11 @@ class SliceSpawnerMixin(LoggingConfigurable):
             clock.utcnow(),
         )
 
+    def user_groups(self) -> list[str]:
+        """The user's hub groups (at sign-in, their directory groups): a project's member group
+        among them makes them its member."""
+        return sorted(g.name for g in self.user.groups)
+
     # -- a start ---------------------------------------------------------------------------
 
     def _progress_event(self, progress: int, message: str) -> None:
@@ -284,10 +289,11 @@ class SliceSpawnerMixin(LoggingConfigurable):
         self.slice_options = options
         await self.ledger.release("crashed")  # a hold left by a server that died unnoticed
         project = options.project or ""
+        groups = self.user_groups()
         if self.quota is not None:
-            project = await self.ledger.project_for(options)
+            project = await self.ledger.project_for(options, groups)
             self.slice_source.admit(project)  # before any hold
-        await self.ledger.open(options, project, deferred)
+        await self.ledger.open(options, project, deferred, groups)
         return options
 
     async def take_slice(self, deferred: bool = False) -> TakenSlice:

@@ -1,4 +1,5 @@
-"""The ledger on a real PostgreSQL: concurrent holds never overspend."""
+"""The ledger on a real PostgreSQL: concurrent holds never overspend; a project's member group
+(migration 0004, and a batch of group members' holds, still a fixed number of statements)."""
 
 import asyncio
 import threading
@@ -6,13 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from slicehub.quota.errors import LedgerError
 from slicehub.quota.hold import HoldRequest
 from slicehub.quota.hold_queue import HoldQueue
 from slicehub.quota.ledger import Ledger
+from slicehub.quota.models import AuditEntry
 from slicehub.quota.models import Session as LedgerSession
+from tests.unit.rules_ledger import T0 as RULES_T0
+from tests.unit.rules_ledger import build as build_rules_ledger
+from tests.unit.rules_ledger import project as rules_project
+from tests.unit.test_ledger_migrations import check_0004_down_and_up_keeps_everything
 
 pytestmark = pytest.mark.postgres
 
@@ -100,3 +106,74 @@ async def test_200_simultaneous_starts_through_the_services_hold_queue(pg_url):
     check_exactly_10_held(ledger, list(results), now)
     assert queue.batches < 10, f"{queue.batches} batches: the requests were not gathered"
     ledger.dispose()
+
+
+def test_migration_0004_down_and_up_keeps_the_ledger(pg_url):
+    """A project's member group (0004) on PostgreSQL: down to 0003 and up again, every row kept
+    (tests/unit/test_ledger_migrations.py runs the same on SQLite)."""
+    ledger = build_rules_ledger(pg_url)
+    try:
+        check_0004_down_and_up_keeps_everything(ledger)
+    finally:
+        ledger.dispose()
+
+
+def test_a_batch_of_group_members_is_a_fixed_number_of_statements(pg_url):
+    """Members through a project's group, under its member cap: a batch of 1 and a batch of 60
+    cost the same statements (their draws read set-wise, their audit entries in one insert),
+    and each is decided against what the ones before it drew."""
+    ledger = build_rules_ledger(pg_url)
+    try:
+        rules_project(
+            ledger,
+            "vision",
+            grant=10_000_00,
+            member_group="proj-vision",
+            member_cap_cents=10_00,
+            max_concurrent_sessions=500,
+        )
+        check_group_batches(ledger)
+    finally:
+        ledger.dispose()
+
+
+def check_group_batches(ledger: Ledger) -> None:
+    g = frozenset({"proj-vision"})
+    hour = timedelta(hours=1)
+
+    def batch(users, server):
+        return [
+            HoldRequest("vision", u, server, "h100.1g.10gb", hour, RULES_T0, groups=g)
+            for u in users
+        ]
+
+    def statements(requests) -> tuple[int, list]:
+        seen = []
+
+        def count(*_):
+            seen.append(1)
+
+        event.listen(ledger.engine, "before_cursor_execute", count)
+        try:
+            outcomes = ledger.open_sessions(requests)
+        finally:
+            event.remove(ledger.engine, "before_cursor_execute", count)
+        return len(seen), outcomes
+
+    statements(batch(["warm-up"], "a"))  # the price list, once
+    users = [f"u{i:02d}" for i in range(60)]
+    one, _ = statements(batch(["solo"], "a"))
+    many, outcomes = statements(batch(users, "a"))
+    assert one == many
+    assert [str(o) for o in outcomes if isinstance(o, LedgerError)] == []
+    # a second hour each is past the HK$10 cap (HK$7.00 drawn): every one refused, set-wise
+    again, refusals = statements(batch(users, "b"))
+    assert again < many  # no sessions written, no audit entries
+    assert {str(e).split(";")[0] for e in refusals} == {
+        f"{u} has HK$3.00 left of a HK$10.00 cap in vision" for u in users
+    }
+    with ledger.session() as db:
+        audited = db.scalar(
+            select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "session.hold")
+        )
+    assert audited == 62

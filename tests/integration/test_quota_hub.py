@@ -2,6 +2,7 @@
 warnings and the stop at the end, a user's view limited to their own projects, and a service
 that is down refusing new starts while running servers keep running."""
 
+import json
 import os
 import signal
 import sqlite3
@@ -11,6 +12,8 @@ from pathlib import Path
 import psutil
 import pytest
 import requests
+
+from tests.demo_ledger import add_project
 
 pytestmark = pytest.mark.integration
 
@@ -348,3 +351,39 @@ def test_only_the_owner_extends_a_session_through_the_api(quota_hub):
         r = s.post(url, json={"minutes": 30}, headers={"Authorization": f"token {bob}"})
         assert r.status_code == 200, r.text
         assert r.json()["hold_list_cents"] == 120  # 1.5 h of cpu at HK$0.80
+
+
+def test_the_members_of_a_projects_hub_group_see_it_and_start_on_it(quota_hub):
+    """A project naming a hub group as its member group: a member of the group sees it through
+    the API with their own token (the service asks the hub, with its read:users:groups scope)
+    and starts a server on it (the spawner sends the user's groups with the hold), which the
+    ledger records as theirs, and how; someone outside the group is refused with the sentence."""
+    hub, data = quota_hub
+    add_project(data, "vision-lab", grant_cents=100_00, members={}, member_group="proj-vision")
+    r = hub.api("POST", "/groups/proj-vision", json={"users": ["bob"]})
+    assert r.status_code == 201, r.text
+    bob, alice = token_for(hub, "bob"), token_for(hub, "alice")
+    mine = {p["project"]: p for p in quota_get(hub, bob, "projects").json()["projects"]}
+    assert sorted(mine) == ["demo-lab", "vision-lab"]
+    assert mine["vision-lab"]["member"]["via"] == "group:proj-vision"
+    assert quota_get(hub, bob, "projects/vision-lab").status_code == 200
+    assert quota_get(hub, alice, "projects/vision-lab").status_code == 403
+
+    r = hub.start_server("bob", {"project": "vision-lab", "slice_type": "cpu", "duration_hours": 1})
+    assert r.status_code in (201, 202), r.text
+    hub.wait_for_server("bob")
+    ((sid, user),) = ledger_rows(
+        data,
+        "SELECT s.id, s.username FROM sessions s JOIN projects p ON p.id = s.project_id "
+        "WHERE p.slug = 'vision-lab'",
+    )
+    assert user == "bob"
+    ((actor, detail),) = ledger_rows(
+        data,
+        f"SELECT actor, detail FROM audit_log WHERE action = 'session.hold' AND subject = '{sid}'",
+    )
+    assert actor == "bob" and json.loads(detail)["via"] == "group:proj-vision"
+    hub.stop_server("bob")
+
+    r = hub.start_server("alice", {"project": "vision-lab", "slice_type": "cpu"})
+    assert r.status_code == 403 and "alice is not a member of project vision-lab." in r.text

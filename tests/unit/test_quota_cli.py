@@ -183,6 +183,59 @@ def test_member_names_are_lowercased_as_the_hub_does(slicehub, db):
     assert "Added bob.li to ai-lab as member." in r.out
 
 
+def test_a_projects_member_group_set_changed_and_cleared(slicehub, db):
+    base(slicehub)
+    r = ok(
+        slicehub(
+            "admin project add vision --scheme hk-ai --name Vision --org HKU --pi dr-lee"
+            " --from 2026-11-01 --until 2027-10-31 --types '*' --max-sessions 3 --policy stop"
+            " --group proj-vision"
+        )
+    )
+    assert "the members of hub group proj-vision are its members too." in r.out
+    r = ok(slicehub("admin project group vision Proj.Vision_2 --actor ops"))
+    assert r.out == (
+        "The members of hub group Proj.Vision_2 are members of vision now (it was proj-vision), "
+        "with the project's member cap; its member rows stay as they are.\n"
+    )
+    r = ok(slicehub("admin project group ai-lab lab-members"))
+    assert "members of ai-lab now, with the project's member cap" in r.out
+    r = ok(slicehub("admin balance ai-lab"))
+    assert "  members: by row, and the members of hub group lab-members\n" in r.out
+    r = ok(slicehub("admin project group vision --clear"))
+    assert (
+        r.out
+        == "vision takes members from no group now (it was Proj.Vision_2); its member rows stay.\n"
+    )
+    assert "members:" not in ok(slicehub("admin balance vision")).out
+    ledger = Ledger(db)
+    with ledger.session() as s:
+        groups = dict(s.execute(select(Project.slug, Project.member_group)).all())
+        audit = s.scalars(select(AuditEntry).order_by(AuditEntry.id)).all()
+    ledger.dispose()
+    assert groups == {"ai-lab": "lab-members", "vision": None}
+    assert json.loads(audit[-4].detail)["member_group"] == "proj-vision"  # project.add
+    changes = [(a.actor, a.subject, json.loads(a.detail)) for a in audit[-3:]]
+    assert changes[0] == (
+        "ops",
+        "vision",
+        {"member_group": "Proj.Vision_2", "before": "proj-vision"},
+    )
+    assert changes[2][1:] == ("vision", {"member_group": None, "before": "Proj.Vision_2"})
+    assert [a.action for a in audit[-3:]] == ["project.member_group"] * 3
+
+
+def test_a_course_takes_no_member_group(slicehub, db, tmp_path):
+    base(slicehub)
+    ok(slicehub(COURSE, "--roster", write_roster(tmp_path, ROSTER)))
+    before = dump(db)
+    check_refused(
+        slicehub("admin project group ml101 cs-students"),
+        "ml101 is a course: its students come from its roster",
+    )
+    assert dump(db) == before
+
+
 def test_course_from_a_roster(slicehub, db, tmp_path):
     base(slicehub)
     roster = write_roster(tmp_path, b"\xef\xbb\xbf" + ROSTER.encode())
@@ -348,6 +401,15 @@ BAD = {
         "ends before it starts",
     ),
     "grant without dates": ("admin grant add ai-lab --amount 5", "required: --from, --until"),
+    "bad member group": (f"{P2} --types '*' --group 'proj vision'", "is not a group name"),
+    "bad member group to set": ("admin project group ai-lab proj/vision", "is not a group name"),
+    "too long a member group": (f"admin project group ai-lab {'g' * 101}", "is not a group name"),
+    "member group and clear": ("admin project group ai-lab proj-x --clear", "not both"),
+    "neither member group nor clear": ("admin project group ai-lab", "or --clear for no group"),
+    "member group of unknown project": (
+        "admin project group nope proj-x",
+        "There is no project 'nope'",
+    ),
     "member of unknown project": ("admin member add nope bob", "There is no project 'nope'"),
     "member with a bad e-mail": ("admin member add ai-lab bob --email bob@", "not an e-mail"),
     "member twice": ("admin member add ai-lab ALICE", "already a member"),

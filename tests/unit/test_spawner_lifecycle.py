@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from jupyterhub import orm
 from mocking import fake_quota, fake_slurm, hub_db, new_spawner, utc_now
 from tornado import web
 
@@ -121,6 +122,30 @@ async def test_a_refused_hold_takes_no_slice(local, quota):
     assert refused.value.status_code == 402 and "HK$0.40" in refused.value.log_message
     assert not spawner.slice_source.holds(spawner.holder)
     assert quota.book.holds == {}
+
+
+async def test_the_users_hub_groups_go_with_the_project_list_and_the_hold(local, quota, db):
+    """ann's hub groups (her directory groups, put there at sign-in) go to the quota service
+    with the form's project list, with the lookup of the project to charge when the options
+    name none, and with the hold: a project's member group may be what makes her a member."""
+    ann = db.query(orm.User).filter_by(name="ann").one()
+    ann.groups = [orm.Group(name="proj-vision"), orm.Group(name="a-team")]
+    db.commit()
+    spawner = local()
+    spawner.user_options = {k: v for k, v in OPTIONS.items() if k != "project"}
+    assert "ai-lab" in await spawner._render_options_form()
+    await spawner.start()
+    assert spawner.ledger_session["project"] == "ai-lab"  # her only project
+    groups = ["a-team", "proj-vision"]
+    assert quota.book.groups == [("projects", groups), ("projects", groups), ("hold", groups)]
+    await spawner.stop()
+
+
+async def test_a_user_in_no_group_sends_none(local, quota):
+    spawner = local()
+    await spawner.start()
+    assert quota.book.groups == [("hold", [])]
+    await spawner.stop()
 
 
 async def test_no_slice_free_is_409_and_releases_the_hold(local, quota):
