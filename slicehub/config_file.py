@@ -41,6 +41,12 @@ def check_int(path, key, value, minimum: int = 0, maximum: int | None = None) ->
     return value
 
 
+def check_bool(path, key, value) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigFileError(path, key, f"{value!r} is not true or false", "write true or false")
+    return value
+
+
 def check_table(path, key, value) -> dict:
     if not isinstance(value, dict):
         raise ConfigFileError(path, key, "must be a table", f"write it as [{key}]")
@@ -65,3 +71,24 @@ def check_choice(path, key, value, choices) -> str:
             path, key, f"{value!r} is not allowed", f"use one of: {', '.join(choices)}"
         )
     return value
+
+
+_UNITS = {"s": 1, "min": 60, "h": 3600}
+
+
+def check_duration(path, key, value, minimum_s: int = 1, maximum_s: int = 7 * 86400) -> int:
+    """A length of time written with its unit ("30 min", "20 s", "1 h"), in seconds."""
+    number, _, unit = str(value).strip().partition(" ") if isinstance(value, str) else ("", "", "")
+    if not (number.isdigit() and unit.strip() in _UNITS):
+        raise ConfigFileError(
+            path, key, f"{value!r} is not a length of time", 'write e.g. "30 min", "20 s" or "1 h"'
+        )
+    seconds = int(number) * _UNITS[unit.strip()]
+    if not minimum_s <= seconds <= maximum_s:
+        raise ConfigFileError(
+            path,
+            key,
+            f"{value} is out of range",
+            f"write from {minimum_s} s to {maximum_s // 3600} h",
+        )
+    return seconds

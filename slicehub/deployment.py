@@ -43,7 +43,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .config_file import ConfigFileError, check_choice, check_int, check_known, check_table
+from .config_file import (
+    ConfigFileError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_known,
+    check_table,
+)
 
 SYSTEM_FILE = Path("/etc/slicehub/deployment.toml")
 MODES = ("centre", "demo")
@@ -302,11 +309,7 @@ def _sign_in(path, table, mode: str, hub: Hub, here: Path) -> SignIn:
             f"use one of: {', '.join(METHODS)}",
         )
     method = check_choice(path, "sign_in.method", method, METHODS)
-    allow_all = table.get("allow_all", method == "pam")
-    if not isinstance(allow_all, bool):
-        raise ConfigFileError(
-            path, "sign_in.allow_all", f"{allow_all!r} is not true or false", "write true or false"
-        )
+    allow_all = check_bool(path, "sign_in.allow_all", table.get("allow_all", method == "pam"))
     spec = dict(
         method=method,
         staff=_texts(path, "sign_in.staff", table.get("staff")),
@@ -422,14 +425,7 @@ def _missing(path, key) -> str:
 def _native(path, table) -> NativeSignIn:
     key = "sign_in.native"
     check_known(path, key, table, {"open_signup", "minimum_password_length"})
-    open_signup = table.get("open_signup", False)
-    if not isinstance(open_signup, bool):
-        raise ConfigFileError(
-            path,
-            f"{key}.open_signup",
-            f"{open_signup!r} is not true or false",
-            "write true or false",
-        )
+    open_signup = check_bool(path, f"{key}.open_signup", table.get("open_signup", False))
     return NativeSignIn(
         open_signup,
         check_int(

@@ -23,10 +23,12 @@ import secrets
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 from slicehub.config_file import ConfigFileError
 from slicehub.db import unreachable
 from slicehub.deployment import Deployment
+from slicehub.quota.site_parking import read_site_parking
 from slicehub.settings import Settings, deployment_dir
 from slicehub.sign_in import configure_sign_in, group_name
 from slicehub.spawners.site import Site, SiteError, check_site
@@ -40,6 +42,9 @@ CUSTOM_SCOPES = {
     "custom:quota:staff": {"description": "Read every project, session and warning in the ledger"},
     "custom:quota:holds": {"description": "Open and release session holds (the hub's spawners)"},
     "custom:quota:metrics": {"description": "Scrape the ledger's Prometheus metrics"},
+    "custom:quota:parking": {
+        "description": "Report servers' activity and park idle sessions (the culler service)"
+    },
 }
 
 
@@ -196,6 +201,7 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
         },
         # a token-only identity for the spawners: it may open and release holds, nothing else
         {"name": "slicehub-spawner", "api_token": token},
+        _culler_service(site, deployment, url),
     ]
     c.JupyterHub.custom_scopes = CUSTOM_SCOPES
     c.JupyterHub.load_roles = [
@@ -210,6 +216,21 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
             "name": "slicehub-spawner",
             "services": ["slicehub-spawner"],
             "scopes": ["custom:quota:holds", "access:services!service=quota"],
+        },
+        # the culler lists ready servers, reads each one's activity, stops the parked ones,
+        # and reports readings and parkings to the quota service (slicehub.culler)
+        {
+            "name": "culler",
+            "services": ["culler"],
+            "scopes": [
+                "list:users",
+                "read:users:activity",
+                "read:servers",
+                "delete:servers",
+                "access:servers",
+                "custom:quota:parking",
+                "access:services!service=quota",
+            ],
         },
         {
             "name": "quota-staff",
@@ -235,6 +256,44 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
     ]
     spawner.quota_url = f"{url}/services/quota/"
     spawner.quota_token = token
+
+
+def _culler_service(site: Site, deployment: Deployment, quota_url: str) -> dict:
+    """jupyterhub-idle-culler with Slicehub's arbiter, checking every server each
+    `[parking] check` of the site file (checked here: a bad table stops the hub)."""
+    try:
+        parking = read_site_parking(site.path)
+    except ConfigFileError as e:
+        cannot_start(e)
+    check = int(parking.check.total_seconds())
+    return {
+        "name": "culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "slicehub.culler",
+            f"--cull-every={check}",
+            f"--timeout={check}",  # the arbiter decides; this only makes every server count
+            "--concurrency=10",
+        ],
+        "environment": {
+            "SLICEHUB_QUOTA_URL": f"{quota_url}/services/quota/",
+            "SLICEHUB_SERVERS_URL": servers_url(deployment.hub.public_url),
+        },
+    }
+
+
+def servers_url(public_url: str) -> str:
+    """Where this machine reaches the proxy that serves the users' servers: the hub's public
+    URL, with an any-address bind (0.0.0.0, ::) reached on the loopback."""
+    u = urlparse(public_url)
+    host = u.hostname or "127.0.0.1"
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    port = f":{u.port}" if u.port else ""
+    return f"{u.scheme}://{host}{port}"
 
 
 def _free_port() -> int:

@@ -106,6 +106,17 @@ class QuotaClient:
     async def project(self, slug: str) -> dict:
         return await self._call("GET", f"api/projects/{quote(slug)}")
 
+    async def observe(self, session_id: int, user: str, server_name: str, reading: dict) -> dict:
+        """The culler's reading of `user`'s server `server_name` (its extension's answer, as
+        it came): the quota service's decision, `{"action": "keep"|"warn"|"park", ...}`."""
+        body = {"user": user, "server_name": server_name, "reading": reading}
+        return await self._call("POST", f"api/sessions/{int(session_id)}/activity", body)
+
+    async def park(self, session_id: int, user: str, server_name: str) -> dict:
+        """Release the session as parked, now (only while its idle warning stands)."""
+        body = {"user": user, "server_name": server_name}
+        return await self._call("POST", f"api/sessions/{int(session_id)}/park", body)
+
     async def hold(
         self,
         project,

@@ -187,6 +187,43 @@ class AdminVerbs:
         audit = Change("project.member_group", project, detail)
         return self._audited(actor, now, write, audit)
 
+    def set_parking(
+        self,
+        actor,
+        project,
+        now,
+        idle_minutes: int | None = None,
+        warning_minutes: int | None = None,
+        opt_out: bool = False,
+    ) -> None:
+        """`project`'s own parking: idle window and warning lead in minutes (None: the site's),
+        and whether it is exempt (honoured only where the site's `projects_may_opt_out`)."""
+        for name, value in (("idle window", idle_minutes), ("warning lead", warning_minutes)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1440
+            ):
+                raise LedgerError(f"The {name} must be a whole number of minutes, 1 to 1,440.")
+        if idle_minutes is not None and warning_minutes is not None:
+            if warning_minutes >= idle_minutes:
+                raise LedgerError(
+                    f"The warning lead ({warning_minutes} min) must be shorter than the idle "
+                    f"window ({idle_minutes} min)."
+                )
+
+        def write(db) -> None:
+            p = self._project(db, project, lock=True)
+            p.idle_minutes, p.idle_warning_minutes = idle_minutes, warning_minutes
+            p.parking_opt_out = bool(opt_out)
+
+        audit = change(
+            "project.parking",
+            project,
+            idle_minutes=idle_minutes,
+            warning_minutes=warning_minutes,
+            opt_out=bool(opt_out),
+        )
+        return self._audited(actor, now, write, audit)
+
     def add_grant(
         self, actor, project, amount_cents, valid_from, valid_until, now, note=""
     ) -> Grant:

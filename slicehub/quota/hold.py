@@ -101,6 +101,10 @@ class HeldSession:
     begun: bool = True
     stopped_at: datetime | None = None
     extended: int = 0
+    idle_since: datetime | None = None  # a new session has no reading yet (columns' defaults)
+    idle_warned_at: datetime | None = None
+    idle_park_at: datetime | None = None
+    idle_seconds: int = 0
     id: int = 0
     via: str = ROW  # how the user was a member (`MemberRow.via`); not a column: audited
 

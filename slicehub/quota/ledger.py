@@ -9,7 +9,9 @@ statements, the tests). It is put together from the ledger's parts, one job each
   rules of `slicehub.quota.hold`, over the projects' states read set-wise
   (`slicehub.quota.states`); a hold through a project's member group is audited with how
   (`via`, e.g. "group:proj-vision");
-- `slicehub.quota.metering.Metering`: metering, release, begin and extend.
+- `slicehub.quota.metering.Metering`: metering, release, begin and extend;
+- `slicehub.quota.idle.Idleness`: a culler's reading of a server applied to its session, and
+  parking (a release with the reason "parked").
 
 Read-only queries are `slicehub.quota.reader.LedgerReader`; refusals are
 `slicehub.quota.errors.LedgerError`, with a sentence in HK$.
@@ -32,6 +34,7 @@ from . import hold
 from .admin import AdminVerbs
 from .errors import LedgerError
 from .hold import ROW, HeldSession, HoldRequest, ProjectState
+from .idle import Idleness
 from .metering import Metering
 from .models import Project, Session
 from .states import busy_servers, load_states, newest_price
@@ -57,7 +60,7 @@ class Balance:
         return self.credit_limit_cents - self.credit_used_cents
 
 
-class Ledger(AdminVerbs, Metering, Store):
+class Ledger(AdminVerbs, Metering, Idleness, Store):
     """The ledger at database `url` (SQLAlchemy URL; `engine_kwargs` go to the engine)."""
 
     # -- balances --------------------------------------------------------------------------

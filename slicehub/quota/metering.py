@@ -193,6 +193,7 @@ class Metering:
             s.status = "stopped"
             s.stopped_at = stop
             s.stop_reason = reason
+            _record_idle_end(s, schedule, stop)
             pt = Project.__table__.c  # added in SQL: two releases in one project both count
             db.execute(
                 update(Project)
@@ -325,4 +326,21 @@ def _warning_text(level: str, s: Session, now: datetime) -> str:
     return (
         f"{share}% of this session's budget is used; the server stops at "
         f"{s.end_at:%H:%M} UTC unless you extend it."
+    )
+
+
+def _record_idle_end(s: Session, schedule: PriceSchedule, stop: datetime) -> None:
+    """The idle stretch a session was charged for at its end (parked, or stopped while the
+    culler's last reading found it idle), and its list cost and subsidy, the same running-total
+    arithmetic as its charges: what statements report as charged while idle."""
+    s.idle_warned_at = s.idle_park_at = None
+    if s.idle_since is None or not s.begun or s.idle_since >= stop:
+        return
+    since = max(s.idle_since, s.started_at)
+    s.idle_seconds = int((stop - since).total_seconds())
+    before = schedule.cost(s.started_at, since)
+    s.idle_list_cents = s.charged_list_cents - before
+    # the subsidy runs out at the hold's subsidy: what the idle part got is what was left of it
+    s.idle_subsidy_cents = s.charged_subsidy_cents - min(
+        subsidy_of(before, s.rate_bp), s.charged_subsidy_cents
     )

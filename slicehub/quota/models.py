@@ -65,6 +65,13 @@ class Project(Base):
     # A hub group whose members are the project's members too (plain members, with the
     # project's member cap), decided at hold time from the user's groups; None: rows only.
     member_group: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # Parking (slicehub.quota.site_parking): the project's own idle window and warning lead in
+    # minutes (None: the site's), and whether staff exempted it (where the site allows that).
+    idle_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    idle_warning_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    parking_opt_out: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
     # What the project's stopped sessions were charged, added when each one stops: a balance
     # is these three plus its active sessions, never a sum over the project's whole history.
     closed_subsidy_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
@@ -154,6 +161,15 @@ class Session(Base):
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     stop_reason: Mapped[str] = mapped_column(String(64), default="")
     extended: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # times
+    # Idleness, as the culler's last reading found it (slicehub.quota.idle): idle since when
+    # (None: working), warned when and parked when if it stays idle (None: no warning stands).
+    idle_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    idle_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    idle_park_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # At release: the idle stretch it was charged for at its end (parked or not), and its cost
+    idle_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    idle_list_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    idle_subsidy_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class Charge(Base):

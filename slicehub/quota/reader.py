@@ -73,6 +73,15 @@ def session_view(s: Session, project_slug: str) -> dict:
         "charged_copay_cents": s.charged_list_cents - s.charged_subsidy_cents,
         "metered_until": s.metered_until.isoformat(),
         "begun": s.begun,
+        "stop_reason": s.stop_reason,
+        "idle_since": s.idle_since.isoformat() if s.idle_since else None,
+        "idle_seconds": s.idle_seconds,  # at its end (0 while it runs)
+        # a parking warning that stands (the status bar's "Keep working")
+        "parking": (
+            {"warned_at": s.idle_warned_at.isoformat(), "park_at": s.idle_park_at.isoformat()}
+            if s.idle_warned_at and s.idle_park_at
+            else None
+        ),
     }
 
 

@@ -43,9 +43,10 @@ from tornado.httpserver import HTTPServer
 from traitlets import Bool, Float, TraitError, Unicode, default, validate
 from traitlets.config import Application, catch_config_error
 
+from slicehub.config_file import ConfigFileError
 from slicehub.settings import Settings
 
-from . import api, pages
+from . import api, idle_api, pages
 from .demo import missing_prices, seed_if_empty
 from .hold_queue import HoldQueue
 from .hub_groups import UserGroups
@@ -53,6 +54,7 @@ from .ledger import Ledger
 from .meter_loop import HubClient, Meter, hub_gone
 from .metrics import LedgerCollector
 from .reader import LedgerReader
+from .site_parking import SiteParking, read_site_parking
 from .site_prices import SitePriceError, read_list_prices
 
 log = logging.getLogger("slicehub.quota")
@@ -68,13 +70,18 @@ class MetricsHandler(api.QuotaHandler):
 
 
 def make_app(
-    ledger: Ledger, prefix: str = "/services/quota/", hub: HubClient | None = None
+    ledger: Ledger,
+    prefix: str = "/services/quota/",
+    hub: HubClient | None = None,
+    site_parking: SiteParking | None = None,
 ) -> web.Application:
     """The service's routes; holds go through one `HoldQueue` (simultaneous starts decided
     together); users' hub groups are asked of `hub` (None: nobody's groups are known, so
-    membership is by member rows alone)."""
+    membership is by member rows alone); idle sessions are judged by `site_parking` (None: the
+    defaults of `slicehub.quota.site_parking`)."""
+    readings: dict = {}  # session id -> idle_api.Seen, the latest reading of each
     registry = CollectorRegistry()
-    registry.register(LedgerCollector(ledger))
+    registry.register(LedgerCollector(ledger, readings))
 
     def route(path):
         return url_path_join(prefix, path)
@@ -89,6 +96,8 @@ def make_app(
             (route(r"api/sessions/(\d+)/release"), api.ReleaseHandler),
             (route(r"api/sessions/(\d+)/begin"), api.BeginHandler),
             (route(r"api/sessions/(\d+)/extend"), api.ExtendHandler),
+            (route(r"api/sessions/(\d+)/activity"), idle_api.ActivityHandler),
+            (route(r"api/sessions/(\d+)/park"), idle_api.ParkHandler),
             (route("api/health"), api.HealthHandler),
             (route("metrics"), MetricsHandler),
             (route(""), web.RedirectHandler, {"url": route("usage")}),
@@ -100,6 +109,8 @@ def make_app(
         reader=LedgerReader(ledger),
         holds=HoldQueue(ledger),
         groups=UserGroups(hub),
+        site_parking=site_parking or SiteParking(),
+        readings=readings,
         registry=registry,
         cookie_secret=os.urandom(32),
     )
@@ -318,6 +329,16 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         except SitePriceError as e:
             self.fail(str(e))
 
+    def site_parking(self) -> SiteParking:
+        """The site file's [parking] (the defaults without a site file); a bad one stops the
+        service with the file, the key and the fix."""
+        if not self.site_file:
+            return SiteParking()
+        try:
+            return read_site_parking(self.site_file)
+        except ConfigFileError as e:
+            self.fail(str(e))
+
     # -- serving ---------------------------------------------------------------------------
 
     async def serve(self) -> None:
@@ -334,7 +355,7 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX", "/services/quota/")
         url = urlparse(os.environ.get("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:10101"))
         hub = HubClient(api_url, token)
-        app = make_app(self.ledger, prefix, hub)
+        app = make_app(self.ledger, prefix, hub, self.site_parking())
         server = HTTPServer(app)
         server.listen(url.port, url.hostname)
         meter = Meter(self.ledger, hub, self.meter_interval, self.orphan_grace)

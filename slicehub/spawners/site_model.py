@@ -31,7 +31,8 @@ if TYPE_CHECKING:  # each source's part of a site, as types only
 
 SiteError = ConfigFileError  # a problem in a site file: the file, the key, the fix
 
-TABLES = {"site", "sessions", "nodes", "slice_types", "slurm"}
+# [parking] is the quota service's (slicehub.quota.site_parking); the hub checks it at start
+TABLES = {"site", "sessions", "nodes", "slice_types", "slurm", "parking"}
 RUN_AS = ("hub-user", "unix-users")
 INVENTORY_SOURCES = ("declared", "nvml", "auto")
 

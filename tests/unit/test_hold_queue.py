@@ -90,7 +90,8 @@ def test_a_batch_decides_in_order_and_refuses_a_second_start_of_one_server(ledge
 
 def test_the_database_refuses_a_second_active_session_for_one_server(ledger):
     first = ledger.open_session("lab", "u01", "nb", "h100.1g.10gb", H, T0 + H)
-    row = {c.name: getattr(first, c.name) for c in LedgerSession.__table__.columns}
+    columns = LedgerSession.__table__.columns  # those a hold writes; the rest have defaults
+    row = {c.name: getattr(first, c.name) for c in columns if hasattr(first, c.name)}
     row.pop("id")
     with ledger.session.begin() as db, pytest.raises(IntegrityError):
         db.execute(insert(LedgerSession), [row])

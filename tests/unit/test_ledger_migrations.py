@@ -1,6 +1,7 @@
-"""The ledger's migration 0004 (a project's member group) on a ledger with history: down to
-0003 and up again, every row of every table is kept, and projects name no group after the
-upgrade (membership by rows alone, as before). On SQLite here; the same on a real PostgreSQL in
+"""The ledger's migrations 0004 (a project's member group) and 0005 (parking) on a ledger with
+history: down to 0003 and up again, every row of every table is kept, and after the upgrade
+projects name no group (membership by rows alone, as before) and have the site's parking.
+On SQLite here; the same on a real PostgreSQL in
 tests/integration/test_ledger_postgres.py."""
 
 from alembic import command
@@ -28,8 +29,24 @@ def current(lg: Ledger) -> str:
         return conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one()
 
 
+HEAD = "0005"
+# the columns 0004 and 0005 add: what a ledger at 0003 cannot have
+NEW_COLUMNS = {
+    "member_group",
+    "idle_minutes",
+    "idle_warning_minutes",
+    "parking_opt_out",
+    "idle_since",
+    "idle_warned_at",
+    "idle_park_at",
+    "idle_seconds",
+    "idle_list_cents",
+    "idle_subsidy_cents",
+}
+
+
 def rows(lg: Ledger) -> dict:
-    """Every row of every ledger table, without the member group (0004's column), in order."""
+    """Every row of every ledger table, without the columns 0004 and 0005 add, in order."""
     meta = MetaData()
     meta.reflect(lg.engine)
     out = {}
@@ -37,7 +54,7 @@ def rows(lg: Ledger) -> dict:
         for name, table in sorted(meta.tables.items()):
             if name == VERSION_TABLE:
                 continue
-            columns = [c for c in table.c if c.name != "member_group"]
+            columns = [c for c in table.c if c.name not in NEW_COLUMNS]
             found = conn.execute(select(*columns)).all()
             out[name] = sorted((tuple(r) for r in found), key=repr)
     return out
@@ -56,20 +73,23 @@ def a_ledger_with_history(lg: Ledger) -> None:
 
 def check_0004_down_and_up_keeps_everything(lg: Ledger) -> None:
     a_ledger_with_history(lg)
-    assert current(lg) == "0004"
+    assert current(lg) == HEAD
     before = rows(lg)
     assert sum(len(v) for v in before.values()) > 15
 
     migrate(lg, "0003", down=True)
     assert current(lg) == "0003"
-    assert "member_group" not in {c["name"] for c in inspect(lg.engine).get_columns("projects")}
+    names = {c["name"] for t in ("projects", "sessions") for c in inspect(lg.engine).get_columns(t)}
+    assert not names & NEW_COLUMNS
     assert rows(lg) == before
 
     lg.upgrade()  # as the quota service's start-up does
-    assert current(lg) == "0004"
+    assert current(lg) == HEAD
     assert rows(lg) == before
     with lg.session() as db:
-        assert db.scalars(select(Project.member_group)).all() == [None]
+        assert db.execute(
+            select(Project.member_group, Project.idle_minutes, Project.parking_opt_out)
+        ).all() == [(None, None, False)]
     # the upgraded ledger goes on: a row member holds as before, a group is named and used
     lg.open_session("lab", "ann", "again", "h100.1g.10gb", H, T0 + 2 * H)
     lg.set_member_group("staff", "lab", "proj-lab", T0 + 2 * H)
@@ -109,10 +129,10 @@ def test_a_ledger_made_at_0003_upgrades_with_rows_only(tmp_path):
             )
         before = rows(lg)
         lg.upgrade()
-        assert rows(lg) == before and current(lg) == "0004"
+        assert rows(lg) == before and current(lg) == HEAD
         with lg.session() as db:
             old = db.scalar(select(Project))
-        assert (old.slug, old.member_group) == ("old", None)
+        assert (old.slug, old.member_group, old.parking_opt_out) == ("old", None, False)
         reader = LedgerReader(lg)
         assert [p["project"] for p in reader.projects("ann", T0, None, {"old"})] == ["old"]
         assert reader.projects("bo", T0, None, {"old"}) == []  # a group of its name: nobody
