@@ -1,8 +1,10 @@
 /**
- * The Slicehub server extension's two endpoints, relative to the Jupyter server's base URL.
+ * The Slicehub server extension's endpoints, relative to the Jupyter server's base URL: the
+ * status and Extend, and for idle parking the browser's activity and its documents saved.
  *
  * Failures are values, not exceptions: a status that cannot be read is `null` (the item shows
- * "Slicehub: offline"), a refused extension carries the server's sentence.
+ * "Slicehub: offline"), a refused extension carries the server's sentence, an activity or
+ * saved report that did not arrive is `false`.
  */
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
@@ -11,6 +13,8 @@ import { ISession, IStatus, isSession, parseStatus, refusalText } from './model'
 
 export const STATUS_PATH = 'slicehub/api/status';
 export const EXTEND_PATH = 'slicehub/api/extend';
+export const ACTIVITY_PATH = 'slicehub/api/activity';
+export const PARK_SAVED_PATH = 'slicehub/api/park/saved';
 
 export interface IFetchedStatus {
   status: IStatus;
@@ -85,4 +89,43 @@ export async function extendSession(
     return { ok: false, message: 'Slicehub answered, but without the extended session.' };
   }
   return { ok: false, message: refusalText(response.status, body) };
+}
+
+/** POST a JSON body whose answer does not matter; whether the server took it. */
+async function postReport(
+  settings: ServerConnection.ISettings,
+  path: string,
+  body: unknown
+): Promise<boolean> {
+  try {
+    const response = await ServerConnection.makeRequest(
+      URLExt.join(settings.baseUrl, path),
+      { method: 'POST', body: JSON.stringify(body) },
+      settings
+    );
+    if (!response.ok) {
+      console.debug(`slicehub: ${path} answered HTTP ${response.status}`);
+    }
+    return response.ok;
+  } catch (error) {
+    console.debug(`slicehub: ${path} unreachable`, error);
+    return false;
+  }
+}
+
+/** The user is here: a key, click or scroll (`keep` false), or "Keep working" (`keep` true). */
+export function reportActivity(
+  settings: ServerConnection.ISettings,
+  keep: boolean
+): Promise<boolean> {
+  return postReport(settings, ACTIVITY_PATH, { keep });
+}
+
+/** This tab saved its documents for parking: how many were saved and how many were not. */
+export function reportSaved(
+  settings: ServerConnection.ISettings,
+  saved: number,
+  failed: number
+): Promise<boolean> {
+  return postReport(settings, PARK_SAVED_PATH, { saved, failed });
 }

@@ -1,6 +1,8 @@
 /**
  * @slicehub/status: the Slicehub session in JupyterLab's status bar, a session panel with an
- * Extend control, and a notification at each budget or end-of-session warning.
+ * Extend control, a notification at each budget or end-of-session warning, and idle parking:
+ * the user's activity reported, the parking warning with "Keep working", documents saved
+ * before the session is parked.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
@@ -8,6 +10,7 @@ import { ServerConnection } from '@jupyterlab/services';
 import { IStatusBar } from '@jupyterlab/statusbar';
 
 import { IWarning, warningNotice } from './model';
+import { BrowserActivity, ParkingController } from './parking';
 import { SlicehubStatus } from './status';
 import { SlicehubPanel, SlicehubStatusItem } from './widgets';
 
@@ -19,7 +22,9 @@ export const CommandIDs = {
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
-  description: "The Slicehub session's slice, time and money in the status bar, with Extend.",
+  description:
+    "The Slicehub session's slice, time and money in the status bar, with Extend; idle " +
+    "parking's warning, with Keep working, and documents saved before parking.",
   autoStart: true,
   optional: [IStatusBar, ICommandPalette],
   activate: (
@@ -27,7 +32,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
     statusBar: IStatusBar | null,
     palette: ICommandPalette | null
   ) => {
-    const status = new SlicehubStatus(ServerConnection.makeSettings());
+    const settings = ServerConnection.makeSettings();
+    const status = new SlicehubStatus(settings);
+    const activity = new BrowserActivity(settings);
+    new ParkingController(app, status, activity, settings);
     let panel: SlicehubPanel | null = null;
 
     app.commands.addCommand(CommandIDs.openPanel, {
@@ -76,7 +84,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     });
 
-    void app.restored.then(() => status.start());
+    void app.restored.then(() => {
+      activity.start();
+      status.start();
+    });
   }
 };
 

@@ -1,11 +1,13 @@
 /**
  * The pure core of the Slicehub status extension: the API's types, checking a response's
  * shape, money and time formatting, which warnings are new, and what the status-bar item and
- * the warning notifications say.
+ * the warning notifications say; for idle parking, how often to poll, when browser activity is
+ * worth reporting, which parking step (warn, dismiss, save) a status calls for, and what those
+ * notifications say.
  *
  * Nothing here touches the DOM, the network or JupyterLab, so it runs under node's test runner
- * (test/model.test.ts). What this module does not decide: when to poll, how to render
- * (widgets.ts), how to talk to the server (api.ts).
+ * (test/model.test.ts). What this module does not decide: how to render (widgets.ts), how to
+ * talk to the server (api.ts), how to save documents or show notifications (parking.ts).
  */
 
 /** Money: an integer number of cents of HKD, as the server sends it. Never a float. */
@@ -51,6 +53,20 @@ export interface IWarning {
   created_at: string;
 }
 
+/**
+ * The status's `parking`: the quota service warned that this idle session will be parked
+ * (`warned_at`, `park_at`, `idle_seconds`, `project`), and whether the culler has asked this
+ * server to park now (`requested`: save the documents). The quota service's fields are null
+ * when it cannot be read while a park request stands.
+ */
+export interface IParking {
+  warned_at: string | null;
+  park_at: string | null;
+  idle_seconds: number | null;
+  project: string | null;
+  requested: boolean;
+}
+
 /** GET slicehub/api/status */
 export interface IStatus {
   slice: ISlice | null;
@@ -60,6 +76,8 @@ export interface IStatus {
   /** The server's clock when it answered, to correct the browser's clock. */
   now: string;
   quota: 'ok' | 'unreachable' | 'none' | string;
+  /** Null unless this session is about to be parked for idleness. */
+  parking: IParking | null;
 }
 
 /** What the extension knows: nothing yet, the server extension is unreachable, or a status. */
@@ -162,6 +180,29 @@ function isWarning(value: unknown): value is IWarning {
   );
 }
 
+function isParking(value: unknown): value is IParking {
+  const optional = (v: unknown, check: (x: unknown) => boolean) =>
+    v === null || v === undefined || check(v);
+  return (
+    isObject(value) &&
+    optional(value.warned_at, isTime) &&
+    optional(value.park_at, isTime) &&
+    optional(value.idle_seconds, v => typeof v === 'number' && Number.isFinite(v) && v >= 0) &&
+    optional(value.project, v => typeof v === 'string') &&
+    optional(value.requested, v => typeof v === 'boolean')
+  );
+}
+
+function normaliseParking(value: IParking): IParking {
+  return {
+    warned_at: value.warned_at ?? null,
+    park_at: value.park_at ?? null,
+    idle_seconds: value.idle_seconds ?? null,
+    project: value.project ?? null,
+    requested: value.requested ?? false
+  };
+}
+
 /** The status body if it has the documented shape, else null. */
 export function parseStatus(body: unknown): IStatus | null {
   if (!isObject(body) || !isTime(body.now)) {
@@ -173,10 +214,12 @@ export function parseStatus(body: unknown): IStatus | null {
   const session = nullOr(body.session, isSession);
   const project = nullOr(body.project, isProject);
   const warnings = body.warnings ?? [];
+  const parking = nullOr(body.parking, isParking);
   if (
     slice === undefined ||
     session === undefined ||
     project === undefined ||
+    parking === undefined ||
     !Array.isArray(warnings) ||
     !warnings.every(isWarning)
   ) {
@@ -188,7 +231,8 @@ export function parseStatus(body: unknown): IStatus | null {
     project,
     warnings,
     now: body.now as string,
-    quota: typeof body.quota === 'string' ? body.quota : 'none'
+    quota: typeof body.quota === 'string' ? body.quota : 'none',
+    parking: parking === null ? null : normaliseParking(parking)
   };
 }
 
@@ -313,6 +357,176 @@ export function warningNotice(
 
 function truncate(text: string): string {
   return text.length <= NOTIFICATION_MAX ? text : `${text.slice(0, NOTIFICATION_MAX - 1)}…`;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Idle parking: the poll's rhythm, browser activity, and the steps a status calls for
+
+/** The status poll's rhythm; every 2 s while this session is about to be parked. */
+export const POLL_MS = 10_000;
+export const PARKING_POLL_MS = 2_000;
+
+/** Browser activity (keys, clicks, scrolls) is reported at most this often. */
+export const ACTIVITY_REPORT_MS = 60_000;
+
+/** How long to wait before the next status poll. */
+export function pollDelayMs(state: State): number {
+  return state.kind === 'ok' && state.status.parking !== null ? PARKING_POLL_MS : POLL_MS;
+}
+
+/**
+ * Whether a key, click or scroll now should be reported: only from a visible page, and at most
+ * once a minute since the last report (`null`: none yet). A clock set back reports at once
+ * rather than staying silent until it catches up.
+ */
+export function shouldReportActivity(
+  lastReportMs: number | null,
+  nowMs: number,
+  visible: boolean
+): boolean {
+  if (!visible) {
+    return false;
+  }
+  return (
+    lastReportMs === null || nowMs < lastReportMs || nowMs - lastReportMs >= ACTIVITY_REPORT_MS
+  );
+}
+
+/** What one tab remembers between status polls about parking. */
+export interface IParkingMemory {
+  /** `warned_at` of the parking warnings this tab has shown, newest last (a few). */
+  shown: string[];
+  /** `warned_at` of the warning notification that may still be on screen, or null. */
+  standing: string | null;
+  /** Whether this tab has saved its documents for the park request that stands. */
+  saved: boolean;
+}
+
+export const NO_PARKING: IParkingMemory = { shown: [], standing: null, saved: false };
+
+/** How many shown `warned_at` a tab keeps: enough to never repeat one that flickers. */
+const SHOWN_KEEP = 10;
+
+export type ParkingAction =
+  /** Show the parking warning (replacing any that stands), with "Keep working". */
+  | { kind: 'warn'; parking: IParking }
+  /** Take the standing warning away: activity came back, or parking began. */
+  | { kind: 'dismiss' }
+  /** The culler is about to park: save every document (once per request) and say so. */
+  | { kind: 'save'; parking: IParking };
+
+/**
+ * The parking steps a status calls for, given what this tab did before. Idempotent: the same
+ * status twice calls for nothing the second time. A quota service that cannot be read says
+ * nothing about parking, so a warning stays up until the service says the session is active.
+ */
+export function parkingStep(
+  memory: IParkingMemory,
+  status: IStatus
+): { memory: IParkingMemory; actions: ParkingAction[] } {
+  const parking = status.parking;
+  if (parking === null) {
+    if (status.quota === 'unreachable') {
+      return { memory, actions: [] };
+    }
+    return {
+      memory: { shown: memory.shown, standing: null, saved: false },
+      actions: memory.standing !== null ? [{ kind: 'dismiss' }] : []
+    };
+  }
+  const actions: ParkingAction[] = [];
+  let { shown, standing } = memory;
+  const warnedAt = parking.warned_at;
+  const fresh = warnedAt !== null && !shown.includes(warnedAt);
+  if (fresh) {
+    shown = [...shown, warnedAt].slice(-SHOWN_KEEP);
+  }
+  if (parking.requested) {
+    if (memory.saved) {
+      return { memory: { shown, standing, saved: true }, actions };
+    }
+    if (standing !== null) {
+      actions.push({ kind: 'dismiss' });
+    }
+    actions.push({ kind: 'save', parking });
+    return { memory: { shown, standing: null, saved: true }, actions };
+  }
+  if (fresh) {
+    actions.push({ kind: 'warn', parking });
+    standing = warnedAt;
+  }
+  return { memory: { shown, standing, saved: false }, actions };
+}
+
+/** The user pressed "Keep working" (or closed the warning): nothing stands any more. */
+export function warningTakenDown(memory: IParkingMemory): IParkingMemory {
+  return { ...memory, standing: null };
+}
+
+/**
+ * What the parking warning says: "Idle for 25 minutes: this session will be parked at
+ * 12:35 GMT+8 (in 5 minutes) and its unused hold returned to demo-lab." (at most 140
+ * characters; the relative time goes first when the sentence is too long).
+ */
+export function parkingNotice(
+  parking: IParking,
+  offsetMs: number,
+  browserNowMs: number,
+  options: IClockOptions = {}
+): string {
+  const who =
+    parking.idle_seconds !== null
+      ? `Idle for ${describeDuration(parking.idle_seconds)}: this session`
+      : 'This session is idle: it';
+  const whom = parking.project ?? 'its project';
+  const tail = ` and its unused hold returned to ${whom}.`;
+  if (parking.park_at === null) {
+    return truncate(`${who} will be parked soon${tail}`);
+  }
+  const at = formatClockTime(parking.park_at, browserNowMs, options);
+  // To the nearest minute: a warning read a few seconds after it was made still says "in 5".
+  const seconds = secondsLeft(parking.park_at, offsetMs, browserNowMs);
+  const left = describeDuration(Math.round(seconds / 60) * 60);
+  const full = `${who} will be parked at ${at} (in ${left})${tail}`;
+  return truncate(full.length <= NOTIFICATION_MAX ? full : `${who} will be parked at ${at}${tail}`);
+}
+
+/** What the tab knows after running `docmanager:save-all`. */
+export interface ISaveOutcome {
+  /** Whether the command finished without an error. */
+  ok: boolean;
+  /** What the command returned (JupyterLab 4: one entry per document it saved). */
+  result?: unknown;
+  /** Documents open in the main area (distinct paths) when saving began. */
+  documents: number;
+  /** Of those, documents that still have unsaved changes after the command. */
+  unsavedAfter: number;
+}
+
+/** Documents saved and not saved, for `POST slicehub/api/park/saved`. */
+export function saveCounts(outcome: ISaveOutcome): { saved: number; failed: number } {
+  const documents = Math.max(0, outcome.documents);
+  const unsaved = Math.max(0, outcome.unsavedAfter);
+  if (outcome.ok) {
+    const saved = Array.isArray(outcome.result)
+      ? outcome.result.length
+      : Math.max(0, documents - unsaved);
+    return { saved, failed: unsaved };
+  }
+  // The command stops at the first failure, so at least one document was not saved.
+  const failed = Math.max(1, unsaved);
+  return { saved: Math.max(0, documents - failed), failed };
+}
+
+/** What the tab says once it saved for parking. */
+export function parkedNotice(saved: number, failed: number): string {
+  if (failed === 0) {
+    return 'Parking this session: your documents are saved.';
+  }
+  const what =
+    failed === 1 ? '1 document could not be saved' : `${failed} documents could not be saved`;
+  const also = saved > 0 ? ` (${saved} saved)` : '';
+  return truncate(`Parking this session: ${what}${also}; their unsaved changes may be lost.`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,16 +1,23 @@
 /**
- * The live Slicehub status: polls the server extension every 10 s, ticks every second (the
- * countdown is re-rendered from the last fetched end time, not re-fetched), and reports the
- * warnings this browser has not shown yet.
+ * The live Slicehub status: polls the server extension every 10 s (every 2 s while the session
+ * is about to be parked, model.pollDelayMs), ticks every second (the countdown is re-rendered
+ * from the last fetched end time, not re-fetched), and reports the warnings this browser has
+ * not shown yet.
  */
 import { ServerConnection } from '@jupyterlab/services';
 import { IDisposable } from '@lumino/disposable';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { ExtendResult, extendSession, fetchStatus } from './api';
-import { clockOffsetMs, IWarning, newWarnings, rememberWarnings, State } from './model';
+import {
+  clockOffsetMs,
+  IWarning,
+  newWarnings,
+  pollDelayMs,
+  rememberWarnings,
+  State
+} from './model';
 
-export const POLL_MS = 10_000;
 const TICK_MS = 1_000;
 /** Warning ids already shown, shared by this origin's tabs so a reload does not repeat them. */
 const SEEN_KEY = '@slicehub/status:seen-warnings';
@@ -48,7 +55,7 @@ export class SlicehubStatus implements IDisposable {
     }
   }
 
-  /** Fetch now, outside the 10 s rhythm (after an extension, or when the panel opens). */
+  /** Fetch now, outside the poll's rhythm (after an extension, "Keep working", the panel). */
   async refresh(): Promise<void> {
     const fetched = await fetchStatus(this._settings);
     if (this._disposed) {
@@ -96,7 +103,7 @@ export class SlicehubStatus implements IDisposable {
       console.error('slicehub: status refresh failed', error);
     }
     if (!this._disposed) {
-      this._next = setTimeout(() => void this._poll(), POLL_MS);
+      this._next = setTimeout(() => void this._poll(), pollDelayMs(this._state));
     }
   }
 
