@@ -129,6 +129,15 @@ class FakeQuotaClient(QuotaClient):
         held.update(begun=True, started_at=now.isoformat(), end_at=(now + length).isoformat())
         return {k: held[k] for k in ("id", "begun", "started_at", "end_at")}
 
+    async def last_session(self, user: str, server_name: str) -> dict | None:
+        self._up()
+        mine = [
+            h
+            for h in self.book.holds.values()
+            if (h["user"], h["server_name"]) == (user, server_name)
+        ]
+        return dict(max(mine, key=lambda h: h["id"])) if mine else None
+
     async def session(self, session_id: int, user: str) -> dict | None:
         self._up()
         held = self.book.holds.get(session_id)

@@ -95,6 +95,11 @@ class QuotaClient:
         found = await self._call("GET", f"api/sessions?user={quote(user)}&active=1")
         return next((s for s in found["sessions"] if s["id"] == session_id), None)
 
+    async def last_session(self, user: str, server_name: str) -> dict | None:
+        """The newest session of `user`'s server `server_name`, active or ended (None: none)."""
+        found = await self._call("GET", f"api/sessions?user={quote(user)}")
+        return next((s for s in found["sessions"] if s["server_name"] == server_name), None)
+
     async def extend(self, session_id: int, body) -> dict:
         """Ask for more time for a session; `body` ({"minutes": N}) is the quota service's to
         judge, and its refusal comes back as an HTTPError with its status and sentence."""

@@ -10,13 +10,13 @@ lays it out. The options the form posts go through the same validator as a REST 
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
 
-from slicehub.common.durations import duration_words, hours_text
+from slicehub.common.durations import duration_text, duration_words, hours_text
 from slicehub.common.money import format_money
 
 from . import form_offer
@@ -88,6 +88,27 @@ def _when(iso: str) -> Markup:
     )
 
 
+def parked_notice(last: dict | None) -> Markup | None:
+    """Why the user's server is not running, when its last session was parked: when, after how
+    long idle, what it cost and what went back to the project; None otherwise."""
+    if not last or last.get("stop_reason") != "parked" or not last.get("stopped_at"):
+        return None
+    returned = max(last["hold_list_cents"] - last["charged_list_cents"], 0)
+    return Markup(
+        "Your last session ({} for project {}) was parked at {} after {} without activity: "
+        "your open documents were saved, it was charged {}, and the {} it still held went back "
+        "to {}. Your choices are filled in below: start again when you are ready."
+    ).format(
+        last["slice_type"],
+        last["project"],
+        _when(last["stopped_at"]),
+        duration_text(timedelta(seconds=last.get("idle_seconds", 0))),
+        format_money(last["charged_list_cents"]),
+        format_money(returned),
+        last["project"],
+    )
+
+
 def render_form(
     template_path: str,
     offer: Offer,
@@ -96,9 +117,11 @@ def render_form(
     previous: dict,
     limits: SessionLimits,
     now: datetime,
+    notice: Markup | None = None,
 ) -> str:
     """The form's HTML. `projects`: the quota service's view of the user's projects (None: no
-    ledger is configured); `previous`: the options of the user's last start."""
+    ledger is configured); `previous`: the options of the user's last start; `notice`: why the
+    last session ended, when the user should know (`parked_notice`)."""
     rows = {
         av.slice_type.name: {
             "description": av.slice_type.description,
@@ -128,6 +151,7 @@ def render_form(
         selected_project=selected_project,
         selected=previous.get("slice_type"),
         quota_problem=quota_problem,
+        notice=notice,
         declared=offer.declared,
         min_hours=limits.min_minutes / 60,
         max_hours=limits.max_minutes / 60,

@@ -34,7 +34,7 @@ from slicehub.common.environment import SliceEnvironment
 from slicehub.common.quota_client import QuotaClient
 from slicehub.settings import Settings
 
-from .form import render_form
+from .form import parked_notice, render_form
 from .hold import LedgerHold
 from .options import OptionsError, SliceOptions, options_from_form, validate_options
 from .site_model import Site
@@ -246,11 +246,14 @@ class SliceSpawnerMixin(LoggingConfigurable):
     async def _render_options_form(self, spawner=None):
         offer = await self.slice_source.offer()
         previous = (self.orm_spawner.user_options or {}) if self.orm_spawner else {}
-        projects, problem = None, None
+        projects, problem, last = None, None, None
         if self.quota is not None:
             projects = []
             try:
-                projects = await self.quota.projects(self.user.name, self.user_groups())
+                projects, last = await asyncio.gather(
+                    self.quota.projects(self.user.name, self.user_groups()),
+                    self.quota.last_session(self.user.name, self.name),
+                )
             except web.HTTPError as e:
                 problem = e.log_message
             if not projects and not problem:
@@ -266,6 +269,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
             previous,
             self.site.sessions,
             clock.utcnow(),
+            parked_notice(last),
         )
 
     def user_groups(self) -> list[str]:

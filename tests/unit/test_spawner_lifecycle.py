@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 from datetime import timedelta
 from pathlib import Path
@@ -335,3 +336,33 @@ async def test_slurm_restart_reconnects_from_v2_and_v1_state(slurm, quota, caplo
     assert any("version 1 (this hub writes 2)" in r.getMessage() for r in caplog.records)
     await old.stop(now=True)
     assert quota.book.reasons() == ["stopped"]
+
+
+async def test_after_parking_the_form_says_why_and_keeps_the_choices(local, quota, db):
+    """The user's next visit after their session was parked: the form says when, after how
+    long idle, what it cost and what went back (hostile text escaped), with their last
+    choices selected; a session stopped otherwise says nothing."""
+    spawner = local()
+    spawner.orm_spawner.user_options = dict(OPTIONS)  # her last start's choices
+    quota.book.holds[7] = {
+        "id": 7,
+        "user": "ann",
+        "server_name": "",
+        "project": "<b>ai-lab</b>",
+        "slice_type": "h100.1g.10gb",
+        "status": "stopped",
+        "stop_reason": "parked",
+        "stopped_at": "2026-12-03T12:35:00+00:00",
+        "idle_seconds": 1800,
+        "hold_list_cents": 1100,
+        "charged_list_cents": 275,
+    }
+    form = await spawner._render_options_form()
+    assert 'id="slicehub-notice"' in form and "after 30 min without activity" in form
+    assert "charged HK$2.75" in form and "the HK$8.25 it still held" in form
+    assert "&lt;b&gt;ai-lab&lt;/b&gt;" in form and "<b>ai-lab" not in form
+    checked = re.findall(r'<input type="radio"[^>]*value="([^"]+)"[^>]*\bchecked\b', form)
+    assert checked == ["h100.1g.10gb"]  # her last choice, ready to start again
+
+    quota.book.holds[7]["stop_reason"] = "stopped"
+    assert 'id="slicehub-notice"' not in await spawner._render_options_form()
