@@ -6,7 +6,8 @@
   `slice_env` (what the slice is), `gpu` (what CUDA shows), `cluster_plan` (what to start, how
   the memory is shared) and `session` (memory, time and money left; `%slicehub`).
 - `slicehub.extensions.server`: the Jupyter server extension behind the JupyterLab status bar
-  (docs/notebook-ui.md).
+  (docs/notebook-ui.md), and the activity reading idle parking decides on (`activity`, with the
+  kernels' Dask heartbeats from `heartbeat` and the GPU signal from `gpu_signal`).
 
 The single-user side imports only these modules, `slicehub.common.clock`, `slicehub.common.money`,
 `slicehub.common.catalogue` (standard library only) and `slicehub.common.quota_client` (tornado and

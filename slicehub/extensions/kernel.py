@@ -16,29 +16,40 @@ cluster (`slicehub.extensions.cluster_plan`) and starts it, then gives the noteb
 
 The cluster listens on 127.0.0.1 only, with TLS and a temporary certificate (other users on the
 node cannot submit work to it); its dashboard is read through the user's own server.
+
+While the cluster runs, a heartbeat thread (`slicehub.extensions.heartbeat`) tells the Jupyter
+server how many Dask tasks are processing or queued, so work submitted from a cell that has
+returned still counts as work for idle parking. The count is taken on the scheduler's own event
+loop (the scheduler of a `LocalCluster` runs in this process, on the cluster's loop thread), never
+by reading its dictionaries from another thread while they change.
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures
 import logging
 import os
 import tempfile
+from pathlib import Path
 
 from .cluster_plan import ClusterPlan, cpu_plan, plan, summary
 from .gpu import probe, short_error
+from .heartbeat import HeartbeatThread, path_for
 from .session import SliceSession
 from .slice_env import read
 
 log = logging.getLogger("slicehub.kernel")
 
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
+COUNT_TIMEOUT_S = 2.0  # a scheduler loop that does not answer in this time keeps the last count
 
 _session: SliceSession | None = None
+_heartbeat: HeartbeatThread | None = None
 
 
 def load_ipython_extension(ip) -> None:
-    global _session
+    global _session, _heartbeat
     if _session is not None:  # %load_ext twice: keep the cluster there is
         print(_session.line)
         return
@@ -54,6 +65,13 @@ def load_ipython_extension(ip) -> None:
     # shutdown request arrives (ipykernel sets shell.exit_now), and at exit otherwise
     ip.observe(lambda change: change["new"] and unload_ipython_extension(ip), names="exit_now")
     atexit.register(unload_ipython_extension, ip)
+    from jupyter_core.paths import jupyter_runtime_dir
+
+    cluster = _session.cluster
+    _heartbeat = HeartbeatThread(
+        path_for(Path(jupyter_runtime_dir()), os.getpid()), lambda: dask_processing(cluster)
+    )
+    _heartbeat.start()
     ip.push({"client": _session.client, "xp": _session.xp, "slicehub": _session})
     from .magics import SlicehubMagics
 
@@ -73,7 +91,10 @@ def _announce_once(ip, line: str):
 
 
 def unload_ipython_extension(ip) -> None:
-    global _session
+    global _session, _heartbeat
+    if _heartbeat is not None:  # first: it counts on the cluster that closes next
+        _heartbeat.stop()
+        _heartbeat = None
     if _session is not None:
         _session.close()
         _session = None
@@ -116,6 +137,25 @@ def dashboard_link(env, cluster) -> str:
     if prefix:
         return DASHBOARD_LINK.format(JUPYTERHUB_SERVICE_PREFIX=prefix, port=port)
     return f"http://127.0.0.1:{port}/status"
+
+
+def dask_processing(cluster, timeout: float = COUNT_TIMEOUT_S) -> int:
+    """Tasks processing on a worker or queued in `cluster`'s scheduler, counted on its loop."""
+    scheduler = cluster.scheduler
+    answer: concurrent.futures.Future = concurrent.futures.Future()
+
+    def count() -> None:
+        try:
+            answer.set_result(
+                len(scheduler.queued)
+                + len(scheduler.unrunnable)
+                + sum(len(w.processing) for w in scheduler.workers.values())
+            )
+        except Exception as e:  # handed to the heartbeat thread, which logs it
+            answer.set_exception(e)
+
+    cluster.loop.add_callback(count)
+    return answer.result(timeout)
 
 
 def _common(p: ClusterPlan, spill_dir: str) -> dict:

@@ -1,12 +1,26 @@
 """Slicehub's Jupyter server extension: what the JupyterLab status bar shows, and Extend.
 
-Two endpoints under the server's base URL, for the logged-in user of this server only:
+Endpoints under the server's base URL, for whoever may access this server (its user; the
+culler service with `access:servers`):
 
 - GET `slicehub/api/status`: the slice (from the environment), the session's time and money
-  and the project's balance (from the quota service), the session's warnings, the server's
-  clock. Money in integer cents.
+  and the project's balance (from the quota service), the session's warnings, its parking (the
+  quota service's warning and park time, and whether this server was asked to park), the
+  server's clock. Money in integer cents. A poll marks its front end as connected.
 - POST `slicehub/api/extend` {"minutes": N}: asks the quota service for N more minutes; the
   session with its new end, or the service's refusal (its status and sentence).
+- GET `slicehub/api/activity`: the activity reading idle parking decides on
+  (`slicehub.extensions.activity`); POST {"keep": bool}: the browser's activity, answered with
+  the same reading.
+- POST `slicehub/api/park` {"wait_seconds": 1..60}: the culler, before it parks: asks every
+  connected front end to save all, waits for their acknowledgements (POST `slicehub/api/park/saved`
+  {"saved": N, "failed": N}).
+
+A front end names itself with a random client id, `?client=` or the `X-Slicehub-Client` header,
+on status and park/saved. None of these requests counts as activity for
+jupyter_server (`_track_activity = False`): a status bar polling every 10 s must not keep an idle
+server alive. Bodies are checked here: a JSON object with only the named fields, or a 400 with a
+sentence.
 
 The quota service is asked with the server's own token (`JUPYTERHUB_API_TOKEN`; the hub's
 `server` role lets it read and extend its user's sessions) at `SLICEHUB_QUOTA_URL`. When the
@@ -19,19 +33,95 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
+from pathlib import Path
 
+from jupyter_core.paths import jupyter_runtime_dir
+from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from jupyter_server.utils import url_path_join
-from tornado import web
+from tornado import ioloop, web
 
 from slicehub.common import clock
 from slicehub.common.quota_client import QuotaClient
 
+from .activity import ANONYMOUS, SAMPLE_S, Activity
 from .session import SessionMoney
 from .slice_env import read
 
 QUOTA_TIMEOUT_S = 5.0
 UNREACHABLE = "The quota service cannot be reached just now; try again in a minute."
+ACTIVITY = "slicehub_activity"  # the web app's setting that holds this server's Activity
+CLIENT_HEADER = "X-Slicehub-Client"
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MAX_DOCUMENTS = 100_000
+
+
+class BodyError(ValueError):
+    """A request body this server refuses; the message is the 400's sentence."""
+
+
+def json_object(raw: bytes, allowed: tuple[str, ...]) -> dict:
+    """The body as a JSON object holding no field outside `allowed`."""
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise BodyError("The request body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise BodyError("The request body must be a JSON object.")
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise BodyError(
+            f"Unknown field{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}: "
+            f"this request takes {', '.join(map(repr, allowed))}."
+        )
+    return body
+
+
+def whole_number(body: dict, name: str, low: int, high: int, default: int) -> int:
+    value = body.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BodyError(f"{name!r} must be a whole number from {low} to {high}; got {value!r}.")
+    return value
+
+
+def parse_activity(raw: bytes) -> bool:
+    """{"keep": bool} -> keep ("Keep working" pressed)."""
+    keep = json_object(raw, ("keep",)).get("keep", False)
+    if not isinstance(keep, bool):
+        raise BodyError(f"'keep' must be true or false; got {keep!r}.")
+    return keep
+
+
+def parse_park(raw: bytes) -> int:
+    """{"wait_seconds": 1..60} -> how long to wait for the front ends (default 20)."""
+    return whole_number(json_object(raw, ("wait_seconds",)), "wait_seconds", 1, 60, 20)
+
+
+def parse_saved(raw: bytes) -> tuple[int, int]:
+    """{"saved": N, "failed": N} -> (documents saved, documents that could not be saved)."""
+    body = json_object(raw, ("saved", "failed"))
+    return (
+        whole_number(body, "saved", 0, MAX_DOCUMENTS, 0),
+        whole_number(body, "failed", 0, MAX_DOCUMENTS, 0),
+    )
+
+
+def parking_shape(view: dict | None, requested: bool) -> dict | None:
+    """The status bar's parking: the quota service's warning (its session view's `parking`),
+    and whether this server was asked to park; None when neither. `idle_seconds` is filled in
+    from this server's own reading (fresher than the service's: "Keep working" shows at once)."""
+    parked = (view or {}).get("parking")
+    if not parked and not requested:
+        return None
+    parked = parked or {}
+    return {
+        "warned_at": parked.get("warned_at"),
+        "park_at": parked.get("park_at"),
+        "idle_seconds": None,
+        "project": (view or {}).get("project"),
+        "requested": requested,
+    }
 
 
 def session_shape(v: dict) -> dict:
@@ -63,9 +153,37 @@ def project_shape(p: dict) -> dict:
 
 
 class SlicehubHandler(APIHandler):
+    auth_resource = "slicehub"
+    _track_activity = False  # reading or polling this server is not working in it
+
     @property
     def slice(self):
         return read(os.environ)
+
+    @property
+    def activity(self) -> Activity:
+        return self.settings[ACTIVITY]
+
+    @property
+    def client_id(self) -> str:
+        """The front end's client id (`?client=` or the header); ANONYMOUS when it sends none."""
+        raw = self.get_query_argument("client", None) or self.request.headers.get(CLIENT_HEADER)
+        if raw is None:
+            return ANONYMOUS
+        if not CLIENT_ID.fullmatch(raw):
+            raise web.HTTPError(400, "The client id must be 1 to 64 letters, digits, - or _.")
+        return raw
+
+    def body(self, parse):
+        try:
+            return parse(self.request.body)
+        except BodyError as e:
+            raise web.HTTPError(400, str(e)) from None
+
+    async def reading(self) -> dict:
+        return await self.activity.read(
+            self.kernel_manager, self.session_manager, self.settings.get("terminal_manager")
+        )
 
     @property
     def quota(self) -> QuotaClient | None:
@@ -78,7 +196,11 @@ class SlicehubHandler(APIHandler):
 
 class StatusHandler(SlicehubHandler):
     @web.authenticated
+    @authorized
     async def get(self):
+        client, now = self.client_id, clock.utcnow()
+        self.activity.front_end_seen(client, now)
+        requested = self.activity.park_requested(client, now)
         s = self.slice
         out = {
             "slice": (
@@ -89,8 +211,9 @@ class StatusHandler(SlicehubHandler):
             "session": None,
             "project": None,
             "warnings": [],
-            "now": clock.isoformat(clock.utcnow()),
+            "now": clock.isoformat(now),
             "quota": "none",
+            "parking": parking_shape(None, requested),
         }
         q = self.quota
         if q is not None and s.ledger_session:
@@ -101,6 +224,7 @@ class StatusHandler(SlicehubHandler):
                 )
                 if view is not None:
                     out["session"] = session_shape(view)
+                    out["parking"] = parking_shape(view, requested)
                     out["project"] = project_shape(await q.project(view["project"]))
                 out["warnings"] = [
                     {k: w[k] for k in ("id", "level", "message", "created_at")}
@@ -111,6 +235,8 @@ class StatusHandler(SlicehubHandler):
             except (web.HTTPError, KeyError, ValueError) as e:
                 self.log.warning("Slicehub status: the quota service did not answer: %s", e)
                 out["quota"] = "unreachable"
+        if out["parking"] is not None:
+            out["parking"]["idle_seconds"] = (await self.reading())["idle_seconds"]
         self.finish(json.dumps(out))
 
 
@@ -119,6 +245,7 @@ class ExtendHandler(SlicehubHandler):
     validator: its 400 and sentence come back as they are) and whether the project can pay."""
 
     @web.authenticated
+    @authorized
     async def post(self):
         try:
             body = json.loads(self.request.body or b"{}")
@@ -132,16 +259,62 @@ class ExtendHandler(SlicehubHandler):
         self.finish(json.dumps({"session": session_shape(view)}))
 
 
+class ActivityHandler(SlicehubHandler):
+    @web.authenticated
+    @authorized
+    async def get(self):
+        self.finish(json.dumps(await self.reading()))
+
+    @web.authenticated
+    @authorized
+    async def post(self):
+        self.body(parse_activity)  # keep or not, it is the same activity
+        self.activity.browser_activity(clock.utcnow())
+        self.finish(json.dumps(await self.reading()))
+
+
+class ParkHandler(SlicehubHandler):
+    @web.authenticated
+    @authorized
+    async def post(self):
+        wait = self.body(parse_park)
+        self.finish(json.dumps(await self.activity.request_park(wait)))
+
+
+class ParkSavedHandler(SlicehubHandler):
+    @web.authenticated
+    @authorized
+    async def post(self):
+        saved, failed = self.body(parse_saved)
+        await self.activity.saved(self.client_id, saved, failed)
+        self.finish(json.dumps({}))
+
+
 def _jupyter_server_extension_points():
     return [{"module": "slicehub.extensions.server"}]
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
-    base = serverapp.web_app.settings["base_url"]
+    settings = serverapp.web_app.settings
+    s = read(os.environ)
+    activity = Activity(
+        started=settings["started"],
+        runtime_dir=Path(jupyter_runtime_dir()),  # where the kernels write their heartbeats
+        devices=s.devices,
+        declared=s.declared,
+        session=s.ledger_session,
+    )
+    settings[ACTIVITY] = activity
+    sampler = ioloop.PeriodicCallback(activity.sample, SAMPLE_S * 1000)
+    sampler.start()
+    base = settings["base_url"]
     serverapp.web_app.add_handlers(
         ".*$",
         [
             (url_path_join(base, "slicehub/api/status"), StatusHandler),
             (url_path_join(base, "slicehub/api/extend"), ExtendHandler),
+            (url_path_join(base, "slicehub/api/activity"), ActivityHandler),
+            (url_path_join(base, "slicehub/api/park"), ParkHandler),
+            (url_path_join(base, "slicehub/api/park/saved"), ParkSavedHandler),
         ],
     )
