@@ -16,6 +16,13 @@ export const EXTEND_PATH = 'slicehub/api/extend';
 export const ACTIVITY_PATH = 'slicehub/api/activity';
 export const PARK_SAVED_PATH = 'slicehub/api/park/saved';
 
+/**
+ * This tab's name for the server extension (`X-Slicehub-Client`, letters and digits): it counts
+ * the tabs that poll the status, and waits for each of them to save before a parking.
+ */
+export const CLIENT_ID = `tab-${Math.random().toString(36).slice(2, 12)}${Date.now().toString(36)}`;
+const CLIENT_HEADERS = { 'X-Slicehub-Client': CLIENT_ID };
+
 export interface IFetchedStatus {
   status: IStatus;
   /** The browser's clock when the answer arrived, to compute the clock offset. */
@@ -40,7 +47,7 @@ export async function fetchStatus(
   try {
     response = await ServerConnection.makeRequest(
       URLExt.join(settings.baseUrl, STATUS_PATH),
-      { method: 'GET', cache: 'no-store' },
+      { method: 'GET', cache: 'no-store', headers: CLIENT_HEADERS },
       settings
     );
   } catch (error) {
@@ -100,7 +107,7 @@ async function postReport(
   try {
     const response = await ServerConnection.makeRequest(
       URLExt.join(settings.baseUrl, path),
-      { method: 'POST', body: JSON.stringify(body) },
+      { method: 'POST', body: JSON.stringify(body), headers: CLIENT_HEADERS },
       settings
     );
     if (!response.ok) {
