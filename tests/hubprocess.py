@@ -192,6 +192,11 @@ c.JupyterHub.pop("ip", None)
 c.JupyterHub.pop("port", None)
 c.JupyterHub.pop("base_url", None)
 c.JupyterHub.bind_url = "http://127.0.0.1:{self.port}/"
+# Slicehub's culler reaches the servers through the proxy at the hub's public URL, which the
+# config set from the deployment file: it moves with the address
+for _service in c.JupyterHub.get("services", []):
+    if _service.get("name") == "culler":
+        _service.setdefault("environment", {{}})["SLICEHUB_SERVERS_URL"] = "http://127.0.0.1:{self.port}"
 # Hub address: hub_bind_url/hub_connect_url would win over hub_ip/hub_port.
 c.JupyterHub.pop("hub_bind_url", None)
 c.JupyterHub.pop("hub_connect_url", None)
