@@ -50,6 +50,7 @@ from .cli_input import (
     parse_when,
     parse_window,
 )
+from .cli_parking import add_parking_options, check_parking, project_parking
 from .cli_reports import (
     check_output,
     show_audit,
@@ -455,6 +456,14 @@ def add_commands(sub) -> None:
     p.add_argument("slug")
     p.add_argument("group", nargs="?", type=_arg(parse_group), metavar="NAME", help=_GROUP_HELP)
     p.add_argument("--clear", action="store_true", help="take members from no group")
+    p = _leaf(
+        project,
+        "parking",
+        project_parking,
+        "set a project's own idle window, warning lead and exemption from parking, or show them",
+        check=check_parking,
+    )
+    add_parking_options(p, _arg)
 
     grant = _group(admin, "grant", "grants")
     p = _leaf(grant, "add", _grant_add, "grant subsidy to a project", check=_check_grant)

@@ -191,3 +191,16 @@ def parse_limit(text: str) -> int:
     if not 1 <= n <= 10_000:
         raise CliError("The limit must be from 1 to 10000.")
     return n
+
+
+def parse_minutes(text: str, what: str) -> int:
+    """ "15" or "15 min" -> 15: a project's idle window or warning lead, 1 to 1,440 minutes."""
+    m = re.fullmatch(r"(\d{1,6})\s*(min)?", text.strip())
+    if m is None:
+        raise CliError(
+            f"The {what} {text.strip()[:40]!r} is not a whole number of minutes, e.g. 15."
+        )
+    n = int(m.group(1))
+    if not 1 <= n <= 1440:
+        raise CliError(f"The {what} must be from 1 to 1,440 minutes (a day), not {n}.")
+    return n

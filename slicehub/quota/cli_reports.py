@@ -19,6 +19,7 @@ from slicehub.common.money import format_money
 
 from . import statement, statement_render
 from .cli_input import parse_month, parse_out
+from .cli_parking import settings_text
 from .ledger import Ledger
 from .statement_render import hkt, rate_text
 
@@ -62,6 +63,7 @@ def show_balance(args, ledger: Ledger, now: datetime) -> None:
     )
     if p.member_group:
         print(f"  members: by row, and the members of hub group {p.member_group}")
+    print(f"  parking: {settings_text(p.idle_minutes, p.idle_warning_minutes, p.parking_opt_out)}")
     for label, cents in lines:
         print(f"  {label:<18} {format_money(cents):>18}")
     if usage is not None:

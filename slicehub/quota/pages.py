@@ -4,8 +4,12 @@
   credit left, spent this month as list cost, subsidy and co-pay), its spend per day over the
   last 30 days as a chart (the statements' chart) with a table, and the user's own sessions.
 - `GET /services/quota/staff` (`custom:quota:staff`; others get 403 with a sentence): every
-  running session with its burn rate now (list price per hour and the co-pay part of it) and
-  what it has spent, then every project's balance.
+  running session with its burn rate now (list price per hour and the co-pay part of it), what
+  it has spent, and its activity and GPU signal at the culler's latest check (the service's
+  `readings`, `slicehub.quota.idle_api.Seen`: what works now, how long it has been idle, when
+  it is parked if a warning stands; "not read yet" before the first check, and "no GPU signal"
+  with the reason where the slice's devices give none, never a number), then every project's
+  balance.
 
 Both are HTML for people, behind the hub's OAuth like the API (a browser that is not logged in
 is sent to the hub's login and back). This module only reads the ledger. It decides what the
@@ -19,7 +23,7 @@ ledger enforces them now; the 30 days are summed in the database, one query per 
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
@@ -31,11 +35,12 @@ from slicehub.common import clock
 from slicehub.common.money import format_money, subsidy_of
 
 from .api import STAFF, QuotaHandler
+from .idle_api import Seen
 from .ledger import Ledger
 from .models import Charge, Price, Project, Session
 from .pricing import PriceBook
 from .reader import LedgerReader, session_view
-from .statement import CENTRE_TZ, Amounts, DaySpend, month_bounds
+from .statement import CENTRE_TZ, PARKED, Amounts, DaySpend, month_bounds
 from .statement_render import daily_chart, template_environment
 
 DAYS_CHARTED = 30
@@ -90,6 +95,62 @@ def time_tag(moment: datetime | str | None) -> Markup:
 
 def per_hour(cents: int) -> str:
     return f"{format_money(cents)}/h"
+
+
+def idle_text(idle: timedelta) -> str:
+    """12 min, 1 h 05 min, under a minute: how long a session has been idle, for people."""
+    minutes = int(idle.total_seconds()) // 60
+    if minutes < 1:
+        return "under a minute"
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+def activity_text(seen: Seen | None, view: dict) -> Markup:
+    """What a running session is doing at the culler's latest check, a sentence for staff.
+    Everything a server said (what works now) is escaped by `Markup.format`; only the times
+    are markup (`time_tag`)."""
+    if not view["begun"]:
+        return Markup("queued: not running yet")
+    if seen is None:
+        return Markup("not read yet")
+    if seen.busy:
+        return Markup("working: {}").format("; ".join(seen.busy))
+    idle = idle_text(seen.idle)
+    if seen.opted_out:
+        return Markup("idle {} (the project is exempt from parking)").format(idle)
+    if seen.action == "park":
+        return Markup("idle {}: being parked now").format(idle)
+    warning = view.get("parking")
+    if warning:
+        return Markup("idle {} (parked at {} unless there is activity)").format(
+            idle, time_tag(warning["park_at"])
+        )
+    return Markup("idle {}").format(idle)
+
+
+def gpu_text(seen: Seen | None) -> str:
+    """The GPU signal of a session's slice at the latest check: active or idle (with what the
+    server said of it), or "no GPU signal" and why; never a number the devices did not give."""
+    if seen is None:
+        return "not read yet"
+    detail = seen.gpu_detail.strip()
+    if seen.gpu == "none":
+        if detail.lower().startswith("no gpu signal"):
+            return detail
+        return f"no GPU signal: {detail}" if detail else "no GPU signal"
+    return f"{seen.gpu}: {detail}" if detail else seen.gpu
+
+
+def stopped_text(view: dict) -> str:
+    """Why a user's session stopped, when it was parked: "parked after 30 min idle; HK$24.50
+    returned" (the subsidy its hold had not used, back to the project at the parking)."""
+    if view["status"] == "active" or view.get("stop_reason") != PARKED:
+        return ""
+    returned = view["hold_subsidy_cents"] - view["charged_subsidy_cents"]
+    idle = idle_text(timedelta(seconds=view.get("idle_seconds") or 0))
+    return f"parked after {idle} idle; {format_money(returned)} returned"
 
 
 def total(amounts) -> Amounts:
@@ -178,6 +239,21 @@ class RunningSession:
     view: dict  # the API's session view
     state: str
     burn: Amounts  # per hour, now
+    seen: Seen | None = None  # the culler's latest reading (None: not read yet)
+
+    @property
+    def activity(self) -> Markup:
+        return activity_text(self.seen, self.view)
+
+    @property
+    def gpu(self) -> str:
+        return gpu_text(self.seen) if self.view["begun"] else ""
+
+    @property
+    def idle(self) -> bool:
+        """Idle at the latest check (read, nothing working, idle for a minute or more)."""
+        s = self.seen
+        return s is not None and not s.busy and s.idle >= timedelta(minutes=1)
 
     @property
     def spent(self) -> Amounts:
@@ -196,13 +272,22 @@ class StaffView:
     projects: list[dict]  # every project, with its balance
     slice_types: list[str]  # for the filter
     filters: dict[str, str]
+    idle: int = 0  # of the matching running sessions, idle at the latest check
+    warned: int = 0  # … with a parking warning standing
 
 
 def staff_view(
-    reader: LedgerReader, now: datetime, project: str = "", slice_type: str = "", user: str = ""
+    reader: LedgerReader,
+    now: datetime,
+    project: str = "",
+    slice_type: str = "",
+    user: str = "",
+    readings: Mapping[int, Seen] | None = None,
 ) -> StaffView:
     """The staff page: running sessions (optionally of one project, slice type or user) with
-    their burn rate now, at the prices each session was held at, and every project's balance."""
+    their burn rate now, at the prices each session was held at, and their activity at the
+    culler's latest check (`readings`: session id -> `Seen`), and every project's balance."""
+    readings = readings or {}
     with reader.ledger.session() as db:
         q = (
             select(Session, Project.slug)
@@ -228,6 +313,7 @@ def staff_view(
                     s.hold_subsidy_cents - s.charged_subsidy_cents,
                     s.begun,
                 ),
+                readings.get(s.id),
             )
             for s, slug in rows
         ]
@@ -239,6 +325,8 @@ def staff_view(
         projects=reader.projects(None, now),
         slice_types=slice_types,
         filters={"project": project, "slice_type": slice_type, "user": user},
+        idle=sum(r.idle for r in running),
+        warned=sum(1 for r in running if r.idle and r.view["parking"]),
     )
 
 
@@ -251,6 +339,7 @@ def environment():
     env.filters["time"] = time_tag
     env.filters["per_hour"] = per_hour
     env.globals["state"] = session_state
+    env.globals["stopped_text"] = stopped_text
     return env
 
 
@@ -317,5 +406,8 @@ class StaffPage(PageHandler):
             key: self.get_argument(key, "").strip()[:100]
             for key in ("project", "slice_type", "user")
         }
-        view = await self.in_db(staff_view, self.reader, clock.utcnow(), *filters.values())
+        readings = dict(self.settings["readings"])  # a copy: the culler's posts change it
+        view = await self.in_db(
+            staff_view, self.reader, clock.utcnow(), *filters.values(), readings
+        )
         self.page("staff.html.j2", title="Running sessions", page="staff", view=view)

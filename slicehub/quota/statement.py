@@ -14,6 +14,14 @@ month its period ends, like the charge it corrects.
 
 Money is integer cents throughout; totals are sums of charges, so a statement's totals equal
 the sum of the month's charges to the cent, and subsidy + co-pay = list cost on every line.
+
+Idleness (`IdleTime`) is what sessions' rows recorded when they stopped (`slicehub.quota.idle`,
+`Metering.close_session`): the idle stretch each was charged for at its end, parked or not, and
+its list cost and subsidy (part of the charges, not added to them), and for a parked session
+the subsidy of its hold it was not charged, returned to the project at the parking. It belongs
+to the month in which the session stopped (its stop as a charge's end: after the month's first
+instant, up to and including its last), so a session across the month's edge shows its idle
+end once, in the month it ended.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
 
 from slicehub.common import clock
 
@@ -35,6 +43,7 @@ from .pricing import MICROS_PER_HOUR, micros
 from .store import find_project
 
 CENTRE_TZ = timezone(timedelta(hours=8), "HKT")  # Hong Kong: no DST since 1979
+PARKED = "parked"  # a session's stop reason when the culler parked it (slicehub.quota.idle)
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 _CHUNK = 500  # ids per IN (...) query
 
@@ -56,8 +65,50 @@ class Amounts:
 
 
 @dataclass(frozen=True)
+class IdleTime:
+    """Idle time charged at sessions' ends and what parking gave back, in seconds and cents:
+    `seconds` of slice time charged while idle, its list cost and subsidy (already part of the
+    charges: "of which idle"), how many sessions were `parked`, and the subsidy their holds
+    returned to their projects at the parking (held, never charged)."""
+
+    seconds: int = 0
+    list_cents: int = 0
+    subsidy_cents: int = 0
+    parked: int = 0
+    returned_subsidy_cents: int = 0
+
+    def __add__(self, other: IdleTime) -> IdleTime:
+        return IdleTime(
+            self.seconds + other.seconds,
+            self.list_cents + other.list_cents,
+            self.subsidy_cents + other.subsidy_cents,
+            self.parked + other.parked,
+            self.returned_subsidy_cents + other.returned_subsidy_cents,
+        )
+
+    @property
+    def slice_hours(self) -> Decimal:
+        return _hours(self.seconds * 1_000_000)
+
+    def __bool__(self) -> bool:  # anything to show: idle time charged, or a parking
+        return bool(self.seconds or self.parked)
+
+    @classmethod
+    def of_session(cls, s: Session) -> IdleTime:
+        """What a stopped session's row recorded of its idle end (and its parking)."""
+        parked = s.stop_reason == PARKED
+        return cls(
+            s.idle_seconds,
+            s.idle_list_cents,
+            s.idle_subsidy_cents,
+            int(parked),
+            s.hold_subsidy_cents - s.charged_subsidy_cents if parked else 0,
+        )
+
+
+@dataclass(frozen=True)
 class StatementRow:
-    """One session's charges within the month."""
+    """One session's charges within the month, and its idle end if it stopped in the month."""
 
     session_id: int
     username: str
@@ -66,6 +117,8 @@ class StatementRow:
     stopped_at: datetime | None  # None: still running
     micros: int  # slice time charged in the month, microseconds (reversals subtracted)
     amounts: Amounts
+    stop_reason: str = ""  # "parked", "stopped", …; "" while running
+    idle: IdleTime = IdleTime()  # zero unless it stopped in the month
 
     @property
     def slice_hours(self) -> Decimal:
@@ -101,6 +154,7 @@ class MonthlyStatement:
     total_micros: int
     charges: int  # how many charge rows the statement sums
     generated_at: datetime
+    idle: IdleTime = IdleTime()  # of the sessions that stopped in the month
 
     @property
     def total_slice_hours(self) -> Decimal:
@@ -117,6 +171,7 @@ class ProjectLine:
     grants_awarded_cents: int  # every grant, expired or not
     balance: Balance  # as the ledger enforces it now (grants in force, held, left)
     charged: Amounts  # everything charged, all time
+    idle: IdleTime = IdleTime()  # every stopped session's idle end and parking, all time
 
     @property
     def subsidy_disbursed_cents(self) -> int:
@@ -139,6 +194,10 @@ class SchemeReport:
     @property
     def fund_unawarded_cents(self) -> int:
         return self.fund_cents - self.grants_awarded_cents
+
+    @property
+    def idle(self) -> IdleTime:
+        return sum((p.idle for p in self.lines), IdleTime())
 
 
 # -- months -------------------------------------------------------------------------------
@@ -216,6 +275,11 @@ def monthly_statement(
         for i in range(0, len(ids), _CHUNK):
             for s in db.scalars(select(Session).where(Session.id.in_(ids[i : i + _CHUNK]))):
                 sessions[s.id] = s
+        idle = {}  # the month's idle ends, even of a session none of whose charges is in it
+        for s in db.scalars(_idle_ends(p.id, starts, ends)):
+            sessions.setdefault(s.id, s)
+            per_session.setdefault(s.id, [0, Amounts()])
+            idle[s.id] = IdleTime.of_session(s)
         header = _header(p, scheme)
     rows = sorted(
         (
@@ -227,6 +291,8 @@ def monthly_statement(
                 sessions[sid].stopped_at,
                 length,
                 amounts,
+                sessions[sid].stop_reason if sessions[sid].status == "stopped" else "",
+                idle.get(sid, IdleTime()),
             )
             for sid, (length, amounts) in per_session.items()
         ),
@@ -248,7 +314,41 @@ def monthly_statement(
         total_micros=total_micros,
         charges=n,
         generated_at=now or clock.utcnow(),
+        idle=sum(idle.values(), IdleTime()),
     )
+
+
+def _idle_ends(project_id: int, starts: datetime, ends: datetime):
+    """The project's sessions that stopped in (starts, ends] charged for idle time or parked."""
+    return select(Session).where(
+        Session.project_id == project_id,
+        Session.status == "stopped",
+        Session.stopped_at > starts.astimezone(UTC),
+        Session.stopped_at <= ends.astimezone(UTC),
+        or_(Session.idle_seconds > 0, Session.stop_reason == PARKED),
+    )
+
+
+def idle_per_project(db, scheme_id: int) -> dict[int, IdleTime]:
+    """Every stopped session's idle end and parking, summed per project of the scheme (all
+    time): project id -> `IdleTime`."""
+    parked = Session.stop_reason == PARKED
+    q = (
+        select(
+            Session.project_id,
+            func.sum(Session.idle_seconds),
+            func.sum(Session.idle_list_cents),
+            func.sum(Session.idle_subsidy_cents),
+            func.count().filter(parked),
+            func.sum(
+                case((parked, Session.hold_subsidy_cents - Session.charged_subsidy_cents), else_=0)
+            ),
+        )
+        .join(Project, Project.id == Session.project_id)
+        .where(Project.scheme_id == scheme_id, Session.status == "stopped")
+        .group_by(Session.project_id)
+    )
+    return {pid: IdleTime(*(int(v or 0) for v in values)) for pid, *values in db.execute(q).all()}
 
 
 # -- the scheme report --------------------------------------------------------------------
@@ -287,6 +387,7 @@ def scheme_report(ledger: Ledger, scheme: str, now: datetime | None = None) -> S
                 .group_by(Charge.project_id)
             ).all()
         }
+        idle = idle_per_project(db, sch.id)
         name, rate, fund = sch.name, sch.subsidy_rate_bp, sch.fund_cents
     lines = [
         ProjectLine(
@@ -298,6 +399,7 @@ def scheme_report(ledger: Ledger, scheme: str, now: datetime | None = None) -> S
             grants_awarded_cents=int(awarded.get(p.id, 0)),
             balance=ledger.balance(p.slug, now),
             charged=charged.get(p.id, Amounts()),
+            idle=idle.get(p.id, IdleTime()),
         )
         for p in projects
     ]
@@ -309,6 +411,9 @@ def scheme_report(ledger: Ledger, scheme: str, now: datetime | None = None) -> S
         "copay": sum(x.charged.copay_cents for x in lines),
         "subsidy_held": sum(x.balance.subsidy_held_cents for x in lines),
         "subsidy_left": sum(x.balance.subsidy_left_cents for x in lines),
+        "idle_list": sum(x.idle.list_cents for x in lines),
+        "idle_subsidy": sum(x.idle.subsidy_cents for x in lines),
+        "parking_returned": sum(x.idle.returned_subsidy_cents for x in lines),
     }
     return SchemeReport(name, rate, fund, lines, now, totals)
 

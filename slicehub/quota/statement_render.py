@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 from slicehub.common import clock
 from slicehub.common.money import BASIS_POINTS, format_money
 
-from .statement import CENTRE_TZ, DaySpend, MonthlyStatement, SchemeReport
+from .statement import CENTRE_TZ, DaySpend, IdleTime, MonthlyStatement, SchemeReport
 
 # -- writing it out -----------------------------------------------------------------------
 
@@ -60,7 +60,24 @@ STATEMENT_COLUMNS = [
     "list_cost_hkd",
     "subsidy_hkd",
     "copay_hkd",
+    # the session's idle end, in the month it stopped: part of the amounts above, not added
+    "stop_reason",
+    "parked",
+    "idle_slice_hours",
+    "idle_list_cost_hkd",
+    "idle_subsidy_hkd",
+    "parking_returned_subsidy_hkd",
 ]
+
+
+def _idle_cells(idle: IdleTime) -> list[str]:
+    return [
+        str(idle.parked),
+        f"{idle.slice_hours:.4f}",
+        money_plain(idle.list_cents),
+        money_plain(idle.subsidy_cents),
+        money_plain(idle.returned_subsidy_cents),
+    ]
 
 
 def statement_csv(st: MonthlyStatement) -> str:
@@ -80,6 +97,8 @@ def statement_csv(st: MonthlyStatement) -> str:
                 money_plain(r.amounts.list_cents),
                 money_plain(r.amounts.subsidy_cents),
                 money_plain(r.amounts.copay_cents),
+                _text_cell(r.stop_reason),
+                *_idle_cells(r.idle),
             ]
         )
     w.writerow(
@@ -93,6 +112,8 @@ def statement_csv(st: MonthlyStatement) -> str:
             money_plain(st.total.list_cents),
             money_plain(st.total.subsidy_cents),
             money_plain(st.total.copay_cents),
+            "",
+            *_idle_cells(st.idle),
         ]
     )
     return out.getvalue()
@@ -112,6 +133,12 @@ SCHEME_COLUMNS = [
     "copay_hkd",
     "subsidy_held_hkd",
     "subsidy_left_hkd",
+    # every stopped session's idle end and parking, all time (of which: part of the charges)
+    "parked_sessions",
+    "idle_slice_hours",
+    "idle_list_cost_hkd",
+    "idle_subsidy_hkd",
+    "parking_returned_subsidy_hkd",
 ]
 
 
@@ -137,6 +164,7 @@ def scheme_report_csv(reports: list[SchemeReport]) -> str:
                     money_plain(x.charged.copay_cents),
                     money_plain(x.balance.subsidy_held_cents),
                     money_plain(x.balance.subsidy_left_cents),
+                    *_idle_cells(x.idle),
                 ]
             )
         t = rep.totals
@@ -160,6 +188,7 @@ def scheme_report_csv(reports: list[SchemeReport]) -> str:
                         "subsidy_left",
                     )
                 ),
+                *_idle_cells(rep.idle),
             ]
         )
     return out.getvalue()

@@ -340,6 +340,102 @@ def test_statement_and_scheme_report(slicehub, db, tmp_path):
     assert "Scheme hk-ai" in r.out and "HK$22.05" in r.out
 
 
+def write_site(tmp_path, name: str, parking: str) -> str:
+    """A site file with only a [parking] table (all the parking verb reads of it)."""
+    path = tmp_path / name
+    path.write_text("[parking]\n" + parking)
+    return str(path)
+
+
+def parking_of(db) -> tuple:
+    ledger = Ledger(db)
+    with ledger.session() as s:
+        p = s.scalar(select(Project).where(Project.slug == "ai-lab"))
+        audit = s.scalars(select(AuditEntry).where(AuditEntry.action == "project.parking")).all()
+    ledger.dispose()
+    return (p.idle_minutes, p.idle_warning_minutes, p.parking_opt_out), [
+        (a.actor, json.loads(a.detail)) for a in audit
+    ]
+
+
+def test_a_projects_own_parking_set_shown_and_reset(slicehub, db, tmp_path):
+    base(slicehub)
+    site = write_site(tmp_path, "site.toml", 'idle = "30 min"\nwarning = "5 min"\n')
+    r = ok(slicehub("admin project parking ai-lab --site", site))
+    assert r.out == (
+        "ai-lab's parking: the site's.\n"
+        "ai-lab's sessions are parked after 30 min idle, with a warning 5 min before (the site "
+        "reads every server every 1 min).\n"
+    )
+    assert parking_of(db) == ((None, None, False), [])  # only shown: nothing written
+    r = ok(
+        slicehub(
+            "admin project parking ai-lab --idle 15 --warning '3 min' --actor ops --site", site
+        )
+    )
+    assert r.out.splitlines() == [
+        "ai-lab's parking: idle window 15 min, warning lead 3 min (was: the site's).",
+        "ai-lab's sessions are parked after 15 min idle, with a warning 3 min before (the site "
+        "reads every server every 1 min).",
+    ]
+    r = ok(slicehub("admin project parking ai-lab --exempt --site", site))
+    assert r.out.splitlines()[1:] == [
+        f"The exemption has no effect: the site file {site} does not let projects opt out "
+        "([parking] projects_may_opt_out = false).",
+        "ai-lab's sessions are parked after 15 min idle, with a warning 3 min before (the site "
+        "reads every server every 1 min).",
+    ]
+    lenient = write_site(tmp_path, "lenient.toml", "projects_may_opt_out = true\n")
+    r = ok(slicehub("admin project parking ai-lab --site", lenient))
+    assert "no effect" not in r.out
+    assert "ai-lab's sessions are never parked; their idle time is still shown." in r.out
+    r = ok(slicehub("admin balance ai-lab"))
+    assert (
+        "  parking: idle window 15 min, warning lead 3 min, exempt where the site lets projects "
+        "opt out\n" in r.out
+    )
+    assert parking_of(db)[0] == (15, 3, True)
+    r = ok(slicehub("admin project parking ai-lab --not-exempt --warning 10 --site", lenient))
+    assert "parked after 15 min idle, with a warning 10 min before" in r.out
+    off = write_site(tmp_path, "off.toml", "enabled = false\n")
+    r = ok(slicehub("admin project parking ai-lab --site-default --site", off))
+    assert r.out.splitlines() == [
+        "ai-lab's parking: the site's (was: idle window 15 min, warning lead 10 min).",
+        f"The site parks no session ([parking] enabled = false in {off}); ai-lab's settings "
+        "apply once it does.",
+    ]
+    settings, audit = parking_of(db)
+    assert settings == (None, None, False)
+    assert audit == [
+        ("ops", {"idle_minutes": 15, "warning_minutes": 3, "opt_out": False}),
+        (audit[1][0], {"idle_minutes": 15, "warning_minutes": 3, "opt_out": True}),
+        (audit[1][0], {"idle_minutes": 15, "warning_minutes": 10, "opt_out": False}),
+        (audit[1][0], {"idle_minutes": None, "warning_minutes": None, "opt_out": False}),
+    ]
+    assert "  parking: the site's\n" in ok(slicehub("admin balance ai-lab")).out
+
+
+def test_parking_with_a_site_file_that_cannot_be_read_writes_nothing(slicehub, db, tmp_path):
+    base(slicehub)
+    before = dump(db)
+    bad = write_site(tmp_path, "bad.toml", 'idle = "5 min"\nwarning = "5 min"\n')
+    for site, words in (("/nonexistent/site.toml", "cannot be read"), (bad, "must be longer")):
+        r = slicehub("admin project parking ai-lab --idle 20 --site", site)
+        assert r.status == 2 and r.out == "" and words in r.err and site in r.err
+    assert dump(db) == before
+
+
+def test_a_lead_that_does_not_fit_the_projects_own_window_changes_nothing(slicehub, db):
+    base(slicehub)
+    ok(slicehub("admin project parking ai-lab --idle 10"))
+    before = dump(db)
+    check_refused(
+        slicehub("admin project parking ai-lab --warning 12"),
+        "The warning lead (12 min) must be shorter than the idle window (10 min)",
+    )
+    assert dump(db) == before
+
+
 def test_default_database_follows_the_hubs_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SLICEHUB_LEDGER_URL", "postgresql+psycopg://x@h/db")
     assert quota_cli.default_db_url() == "postgresql+psycopg://x@h/db"
@@ -448,6 +544,26 @@ BAD = {
         "There is no project 'nope'",
     ),
     "bad database URL": ("admin projects --db 'not a url'", "is not a database URL"),
+    "parking window of zero": ("admin project parking ai-lab --idle 0", "from 1 to 1,440 minutes"),
+    "parking lead past a day": ("admin project parking ai-lab --warning 1441", "1 to 1,440"),
+    "parking window in hours": (
+        "admin project parking ai-lab --idle 1h",
+        "whole number of minutes",
+    ),
+    "parking window fraction": ("admin project parking ai-lab --idle 1.5", "whole number"),
+    "parking lead not shorter": (
+        "admin project parking ai-lab --idle 10 --warning 10",
+        "must be shorter than the idle window",
+    ),
+    "parking site default and more": (
+        "admin project parking ai-lab --site-default --exempt",
+        "give it alone",
+    ),
+    "parking exempt and not": (
+        "admin project parking ai-lab --exempt --not-exempt",
+        "not allowed with argument --exempt",
+    ),
+    "parking of unknown project": ("admin project parking nope --idle 5", "no project 'nope'"),
 }
 
 
@@ -606,7 +722,7 @@ def test_on_postgresql(slicehub, pg_url, tmp_path, monkeypatch, capsys):
     assert "3 students" in r.out
     spend(pg_url)
     r = ok(on_pg("statement --project ai-lab --month 2026-11"))
-    assert r.out.strip().splitlines()[-1].endswith(",31.50,22.05,9.45")
+    assert ",31.50,22.05,9.45," in r.out.strip().splitlines()[-1]
     r = ok(on_pg("report scheme"))
     assert "ml101" in r.out and "ai-lab" in r.out
     r = ok(on_pg("admin projects"))
