@@ -658,3 +658,29 @@ def test_an_extension_raises_the_jobs_time_limit(slurm_hub, slurm):
     poll("the job's time limit follows the extension", lambda: limit_minutes() >= before + 89)
     assert limit_minutes() <= before + 91
     hub.stop_server("bob")
+
+
+def test_an_idle_server_is_parked_its_job_ends_and_sacct_agrees(hub_factory, tmp_path, slurm):
+    """Parking under Slurm (issue 13): an idle server's job is warned, then parked by the
+    culler; the job ends, the session is charged to the parking moment, and the ledger
+    matches sacct."""
+    site = write_site(
+        tmp_path, append='\n[parking]\nidle = "12 s"\nwarning = "6 s"\ncheck = "3 s"\n'
+    )
+    hub, data = start_hub(hub_factory, tmp_path, slurm, site=site)
+    hub.create_user("alice")
+    since = datetime.now(UTC)
+    options = {"project": "demo-lab", "slice_type": "h100.1g.10gb", "duration_hours": 1}
+    assert hub.start_server("alice", options).status_code in (201, 202)
+    hub.wait_for_server("alice", timeout=WAIT_S)
+    job_id = state(hub, "alice")["job_id"]
+
+    def parked():
+        (s,) = ledger_sessions(data, "alice")
+        return s if s["status"] == "stopped" else None
+
+    session = poll("the idle server is parked", parked, timeout=60)
+    assert session["stop_reason"] == "parked" and session["idle_seconds"] >= 12
+    poll("the hub drops alice's server", lambda: hub.server_model("alice") is None, timeout=30)
+    poll("the job has ended", lambda: job(slurm, job_id).finished, timeout=30)
+    reconcile(slurm, data, since, [job_id], tolerance=3)
