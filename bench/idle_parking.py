@@ -22,6 +22,11 @@ three policies, each on the same sessions:
    and courses' own (15 min window). A user at the screen when warned clicks Keep with a stated
    probability; a user away cannot.
 
+Sensitivity: the same parking on the same sessions (and the same draws for Keep) at shorter
+windows (`SENSITIVITY`), each with its idle subsidy, its floor (the first window of every idle
+stretch, which no window policy can save) and its cost in warnings, users parked at the screen
+and restarts.
+
 A server stopped by a policy is started again when its user next interacts, until the session's
 chosen end (the spawn time is not modelled); work running when it was stopped is lost and not
 rerun. Idle means nothing works and nobody is at the screen (a student listening to a lecture
@@ -44,7 +49,7 @@ import random
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -68,6 +73,20 @@ GOAL_REDUCTION = 0.80
 CULL_TIMEOUT, CULL_EVERY, ACTIVITY_REPORT = 3600, 600, 300
 P_KEEP_DEFAULT = 0.9  # a user at the screen when warned clicks "Keep working"
 KEEP_DELAY_S = (10, 180)
+
+# Other site windows on the same week: (research window, course window, warning lead), minutes.
+# The first is the default (the headline). A course window too short for the lead gets the lead
+# cut to one check under the window, as the site's own rule does (`SiteParking.policy`).
+SENSITIVITY = (
+    (30, 15, 5),
+    (20, 10, 5),
+    (15, 10, 5),
+    (10, 5, 5),
+    (7, 5, 5),
+    (6, 5, 5),
+    (5, 5, 4),
+    (5, 5, 2),
+)
 
 
 # -- the policies ------------------------------------------------------------------------------
@@ -261,18 +280,53 @@ def account(sessions: list[week.Session], runs: list[Run]) -> Totals:
     return t
 
 
+def session_rng(seed: int, s: week.Session) -> random.Random:
+    """Each session's warnings draw from its own rng, the same under every policy."""
+    return random.Random(seed * 1_000_003 + s.sid)
+
+
 def simulate(sessions: list[week.Session], seed: int, keep: float) -> dict:
-    """Each policy's runs and totals, by name; each session's warnings draw from its own rng."""
+    """Each policy's runs and totals, by name."""
     out = {}
     for name, policy in policies(keep):
-        runs = [replay(s, policy, random.Random(seed * 1_000_003 + s.sid)) for s in sessions]
+        runs = [replay(s, policy, session_rng(seed, s)) for s in sessions]
         out[name] = (runs, account(sessions, runs))
     return out
 
 
-def self_checks(sessions, results) -> None:
+@dataclass
+class Variant:
+    """Slicehub's parking at other windows, on the same week."""
+
+    research: ParkingPolicy
+    course: ParkingPolicy
+    totals: Totals
+    floor: int  # cents: the no-culling run's idle stretches, each cut to this window
+
+
+def sensitivity(sessions, results, seed: int, keep: float, windows=SENSITIVITY) -> list[Variant]:
+    """Parking at each (research, course, warning) in minutes, the site's rules applied."""
+    no_culling_runs = results[NO_CULLING][0]
+    out = []
+    for research, course, warning in windows:
+        policy = week.SITE.policy(research, warning), week.SITE.policy(course, warning)
+        variant = [replace(s, policy=policy[s.kind == "class"]) for s in sessions]
+        runs = [replay(s, partial(parking, keep=keep), session_rng(seed, s)) for s in variant]
+        floor = account(variant, no_culling_runs).window_share
+        out.append(Variant(*policy, account(variant, runs), floor))
+    return out
+
+
+def check_cap(totals: Totals, research: ParkingPolicy, course: ParkingPolicy) -> None:
+    for kind, policy in (("research", research), ("class", course)):
+        cap = (policy.window + policy.check).total_seconds()
+        check(totals.longest_idle_s.get(kind, 0) <= cap, f"parking leaves no {kind} idle past cap")
+
+
+def self_checks(sessions, results, variants=()) -> None:
     """The simulation's accounting: no culling holds every server to its end; nothing holds
-    more than that; parking never leaves an idle stretch past its window + one check."""
+    more than that; parking never leaves an idle stretch past its window + one check, at any
+    window; the sensitivity run at the default windows is the headline's run."""
     _runs, base = results[NO_CULLING]
     check(base.held_s == sum(s.end - s.start for s in sessions), "no culling held it all")
     check(base.stops == 0 and base.lost_s == 0, "no culling stopped nothing")
@@ -281,9 +335,14 @@ def self_checks(sessions, results) -> None:
         check(0 <= t.idle_subsidy <= t.subsidy <= base.subsidy, "idle <= total subsidy")
         check(sum(t.idle_by_cause.values()) <= t.idle_subsidy, "causes add up")
     _runs, park = results[PARKING]
-    for kind, policy in (("research", week.RESEARCH_POLICY), ("class", week.COURSE_POLICY)):
-        cap = (policy.window + policy.check).total_seconds()
-        check(park.longest_idle_s.get(kind, 0) <= cap, f"parking leaves no {kind} idle past cap")
+    check_cap(park, week.RESEARCH_POLICY, week.COURSE_POLICY)
+    for v in variants:
+        t = v.totals
+        check(0 <= t.idle_subsidy <= t.subsidy <= base.subsidy, "idle <= total subsidy")
+        check(v.floor <= base.idle_subsidy, "the floor is part of the idle subsidy")
+        check_cap(t, v.research, v.course)
+        if (v.research, v.course) == (week.RESEARCH_POLICY, week.COURSE_POLICY):
+            check(t == park, "the default windows reproduce the headline's run")
 
 
 # -- the report --------------------------------------------------------------------------------
@@ -362,6 +421,73 @@ def why_line(results) -> str:
     )
 
 
+def reduction(idle_subsidy: int, stock: Totals) -> float:
+    return 1 - idle_subsidy / stock.idle_subsidy if stock.idle_subsidy else 0.0
+
+
+def meets_goal(t: Totals, stock: Totals) -> bool:
+    return reduction(t.idle_subsidy, stock) >= GOAL_REDUCTION and t.busy_stops == 0
+
+
+def windows(v: Variant) -> str:
+    m = lambda d: f"{d.total_seconds() / 60:g}"  # noqa: E731
+    lead = m(v.research.warning)
+    if v.course.warning != v.research.warning:
+        lead += f" / {m(v.course.warning)}"
+    return f"{m(v.research.window)} / {m(v.course.window)} (warning {lead})"
+
+
+def sensitivity_table(variants: list[Variant], stock: Totals) -> list[str]:
+    rows = [
+        "| windows, min: research / courses | subsidy on idle slice-hours "
+        "| less than the stock culler | floor: first window of every idle stretch (most it "
+        "can save) | busy sessions wrongly stopped | users at the screen parked (missed the "
+        "warning) | warnings given (to a user at the screen) | started again | goal |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for v in variants:
+        t = v.totals
+        rows.append(
+            f"| {windows(v)} | {format_money(t.idle_subsidy)} "
+            f"| {reduction(t.idle_subsidy, stock):.1%} | {format_money(v.floor)} "
+            f"({reduction(v.floor, stock):.1%}) | {t.busy_stops:,} | {t.present_stops:,} "
+            f"| {t.warnings:,} ({t.warned_present:,}) | {t.restarts:,} "
+            f"| {'met' if meets_goal(t, stock) else 'not met'} |"
+        )
+    return rows
+
+
+def sensitivity_lines(variants: list[Variant], results) -> list[str]:
+    stock, base = results[STOCK][1], results[NO_CULLING][1]
+    park = results[PARKING][1]
+    target = stock.idle_subsidy * (1 - GOAL_REDUCTION)
+    floor = (
+        f"Floor: no window policy can save the first window of an idle stretch; at the default "
+        f"30 / 15 min that is {format_money(base.window_share)} of the stock culler's "
+        f"{format_money(stock.idle_subsidy)} (so at most {reduction(base.window_share, stock):.1%} "
+        f"less), short breaks (5-15 min, all inside it) "
+        f"{format_money(base.idle_by_cause['short break'])} of it; 80% less "
+        f"needs the floor under {format_money(int(target))}."
+    )
+    met = [v for v in variants if meets_goal(v.totals, stock)]
+    if not met:
+        return [floor, "", "**None of these windows meets the goal.**"]
+    v, t = met[0], met[0].totals
+    return [
+        floor,
+        "",
+        f"**The longest windows here that meet the goal: {windows(v)}**, "
+        f"{reduction(t.idle_subsidy, stock):.1%} less than the stock culler, "
+        f"{t.busy_stops} busy sessions stopped, at a cost against the default 30 / 15 min of "
+        f"{t.warnings:,} warnings ({t.warnings / park.warnings:.1f}x {park.warnings:,}), "
+        f"{t.restarts:,} restarts ({t.restarts / park.restarts:.1f}x {park.restarts:,}) and "
+        f"{t.present_stops:,} users parked at the screen ({park.present_stops:,}). "
+        "Windows that short warn a research user after "
+        f"{(v.research.window - v.research.warning).total_seconds() / 60:g} min without a key "
+        "or click, and park a reader or a student at a lecture who misses the warning.",
+    ]
+
+
 def week_lines(sessions: list[week.Session]) -> list[str]:
     kinds = Counter(s.kind for s in sessions)
     types = Counter(s.slice_type for s in sessions)
@@ -387,6 +513,9 @@ def assumptions(args) -> list[str]:
         f"courses {describe(week.COURSE_POLICY)}; "
         f"checks on every whole minute. A user at the screen when warned clicks Keep with "
         f"probability {args.keep:.0%}, {KEEP_DELAY_S[0]}-{KEEP_DELAY_S[1]} s later.",
+        "- Other windows: the same sessions and the same draws for Keep, only the policies "
+        "change; a course window too short for the warning lead gets the lead cut to one check "
+        "under it (the site's rule).",
         f"- Money: list prices from {week.SITE_FILE.relative_to(REPO)}, subsidy rate "
         f"{SUBSIDY_BP / 100:g}%; a server charged per second held, rounded down to the cent.",
     ]
@@ -404,7 +533,7 @@ def machine_info() -> str:
     )
 
 
-def report(args, sessions, results, wall_s: float) -> str:
+def report(args, sessions, results, variants, wall_s: float) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     command = " ".join([".venv/bin/python bench/idle_parking.py", *args.argv])
     park = results[PARKING]
@@ -431,6 +560,12 @@ def report(args, sessions, results, wall_s: float) -> str:
             f"Parking's warnings: {park[1].warnings:,}, {park[1].warned_present:,} of them to a "
             f"user at the screen (a lecture, reading), who clicked Keep {park[1].keeps:,} times; "
             "the others were parked, or their user came back first.",
+            "",
+            "## Slicehub's parking at other windows, on the same week",
+            "",
+            *sensitivity_table(variants, results[STOCK][1]),
+            "",
+            *sensitivity_lines(variants, results),
             "",
             "## Where the idle subsidy goes",
             "",
@@ -470,8 +605,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     sessions = week.make_week(args.seed, args.days)
     results = simulate(sessions, args.seed, args.keep)
-    self_checks(sessions, results)
-    publish(report(args, sessions, results, time.perf_counter() - t0), RESULTS, args.write)
+    variants = sensitivity(sessions, results, args.seed, args.keep)
+    self_checks(sessions, results, variants)
+    wall_s = time.perf_counter() - t0
+    publish(report(args, sessions, results, variants, wall_s), RESULTS, args.write)
     return 0
 
 

@@ -109,3 +109,21 @@ def test_a_day_is_deterministic_and_passes_the_benchmarks_own_checks():
     assert results[bench.PARKING][1].busy_stops == 0
     idle = [results[name][1].idle_subsidy for name in (bench.NO_CULLING, bench.PARKING)]
     assert idle[1] < idle[0]
+
+
+def test_other_windows_reuse_the_week_and_shorter_windows_spend_less():
+    sessions = week.make_week(seed=3, days=1)
+    results = bench.simulate(sessions, seed=3, keep=0.9)
+    windows = ((30, 15, 5), (10, 5, 5), (5, 5, 2))
+    variants = bench.sensitivity(sessions, results, seed=3, keep=0.9, windows=windows)
+    bench.self_checks(sessions, results, variants)  # the default windows reproduce the headline
+    assert variants[0].totals == results[bench.PARKING][1]
+    # a 5-min course window takes the site's rule: the 5-min lead is cut to 4 min
+    assert variants[1].course.warning.total_seconds() == 4 * MIN
+    assert variants[2].research.warning.total_seconds() == 2 * MIN
+    floors = [v.floor for v in variants]
+    idle = [v.totals.idle_subsidy for v in variants]
+    assert floors == sorted(floors, reverse=True) and floors[-1] < floors[0]
+    assert idle == sorted(idle, reverse=True) and all(v.totals.busy_stops == 0 for v in variants)
+    warnings = [v.totals.warnings for v in variants]
+    assert warnings[1] > warnings[0]
