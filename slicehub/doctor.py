@@ -76,12 +76,14 @@ def _data_dir(path: Path) -> Finding:
 
 
 def _site(path: str):
+    from .quota.site_parking import read_site_parking
     from .spawners.site import SiteError, check_site
 
     try:
         site = check_site(path)
-    except SiteError as e:
-        yield Finding("site file", e.problem, e.fix), None
+        read_site_parking(path)  # the culler's [parking], which the hub checks at start too
+    except SiteError as e:  # the same ConfigFileError as the parking table's
+        yield Finding("site file", f"{e.key}: {e.problem}", e.fix), None
         return
     kind = "Slurm jobs" if site.slurm is not None else "this machine's nodes"
     yield Finding("site file", note=f"{path}: {len(site.slice_types)} slice types on {kind}"), site

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
+from slicehub.common.hub_watch import HUB_PID_ENV
 from slicehub.config_file import ConfigFileError
 from slicehub.db import unreachable
 from slicehub.deployment import Deployment
@@ -195,6 +196,7 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
             "name": "quota",
             "url": url,
             "command": command,
+            "environment": {HUB_PID_ENV: str(os.getpid())},  # slicehub.common.hub_watch
             "oauth_client_allowed_scopes": ["custom:quota:staff", "custom:quota:metrics"],
             # part of the deployment, not a third party: no "authorize access?" page in between
             "oauth_no_confirm": True,
@@ -277,6 +279,7 @@ def _culler_service(site: Site, deployment: Deployment, quota_url: str) -> dict:
             "--concurrency=10",
         ],
         "environment": {
+            HUB_PID_ENV: str(os.getpid()),  # it stops when this hub is gone
             "SLICEHUB_QUOTA_URL": f"{quota_url}/services/quota/",
             "SLICEHUB_SERVERS_URL": servers_url(deployment.hub.public_url),
         },

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from datetime import timedelta
 
 from jupyterhub.utils import url_path_join
@@ -29,24 +28,6 @@ from .ledger import Ledger
 from .models import Session as LedgerSession
 
 log = logging.getLogger("slicehub.quota")
-
-HUB_WATCH_INTERVAL = 1.0  # seconds: the longest a dead hub's metering loop runs on
-
-
-async def hub_gone(hub_pid: int, every: float = HUB_WATCH_INTERVAL) -> None:
-    """Return once the hub that started this service is gone; `hub_pid` is the service's
-    parent at start (a managed service is the hub's child).
-
-    Told by the parent pid alone: a hub that dies, even by `kill -9`, which no handler sees,
-    leaves its service re-parented (to init or a subreaper), one system call a second to notice.
-    Not by asking the hub's API: a restarted hub answers the old service's token too (JupyterHub
-    does not revoke the token it generated at the previous start), so the orphan would meter on
-    beside the new hub's service; and a hub that lives but is slow to answer is still the hub.
-    Not by prctl(PR_SET_PDEATHSIG): it fires when the *thread* that started the service exits,
-    which may be a worker thread of a hub that lives on.
-    """
-    while os.getppid() == hub_pid:
-        await asyncio.sleep(every)
 
 
 class HubClient:

@@ -14,9 +14,9 @@ price, or the service stops with a sentence naming the file, the types and the f
 stops when a managed service exits during its start-up, so the hub's log shows that sentence).
 Then it serves the REST API and the pages (`make_app`) and runs the metering loop
 (`slicehub.quota.meter_loop.Meter`) until SIGTERM or SIGINT (the hub stopping it) or until the hub
-that started it is gone (`meter_loop.hub_gone`): a hub killed with `kill -9` sends nothing, so
-the service watches for it and exits within a second or so, never to meter beside the quota
-service of the next hub. The two may overlap for that second; metering is idempotent (a tick
+that started it is gone (`slicehub.common.hub_watch.hub_gone`): a hub killed with `kill -9` sends
+nothing, so the service watches for it and exits within a second or so, never to meter beside the
+quota service of the next hub. The two may overlap for that second; metering is idempotent (a tick
 charges each session up to now, once), so nothing is charged twice. A service still waiting
 for its database in `migrate` meters nothing, and is watched from the moment it serves.
 
@@ -43,6 +43,7 @@ from tornado.httpserver import HTTPServer
 from traitlets import Bool, Float, TraitError, Unicode, default, validate
 from traitlets.config import Application, catch_config_error
 
+from slicehub.common.hub_watch import hub_gone, hub_pid
 from slicehub.config_file import ConfigFileError
 from slicehub.settings import Settings
 
@@ -51,7 +52,7 @@ from .demo import missing_prices, seed_if_empty
 from .hold_queue import HoldQueue
 from .hub_groups import UserGroups
 from .ledger import Ledger
-from .meter_loop import HubClient, Meter, hub_gone
+from .meter_loop import HubClient, Meter
 from .metrics import LedgerCollector
 from .reader import LedgerReader
 from .site_parking import SiteParking, read_site_parking
@@ -255,11 +256,11 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         return "[%(levelname).1s %(asctime)s %(name)s] %(message)s"
 
     ledger: Ledger | None = None
-    hub_pid = 0  # the hub that started this service: the parent at start
+    hub_pid = 0  # the hub that started this service (`hub_watch.hub_pid`)
 
     @catch_config_error
     def initialize(self, argv=None) -> None:
-        self.hub_pid = os.getppid()
+        self.hub_pid = hub_pid()
         super().initialize(argv)
         if self.config_file:
             if not os.path.isfile(self.config_file):

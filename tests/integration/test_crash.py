@@ -1,7 +1,7 @@
 """A hub killed with `kill -9` comes back with the same command and finds everything (issue 12:
 a restart is never a repair job). Two servers run; after each restart both answer through the
 proxy, their slices and ledger sessions are those from before (none lost, none doubled),
-metering goes on, and exactly one quota service and one proxy run. One hub crashes three
+metering goes on, and exactly one quota service, one culler and one proxy run. One hub crashes three
 times, to keep to few hub starts: the hub alone; the hub and its quota service; the hub, with
 the proxy's pid file naming a process that no longer exists while the old proxy still listens
 (seen in the field: the new proxy could not bind). That the ledger's charges tile a session
@@ -51,11 +51,16 @@ def test_a_hub_killed_three_ways_finds_both_servers_and_runs_one_service(hub_fac
     before = slices_and_sessions(data)
     assert len(before["slices"]) == 2 and len(before["sessions"]) == 2, before
 
-    # 1. the hub alone: its quota service notices and exits
-    old_service, old_proxy = one_quota_service(hub, data), one_proxy(hub)
+    # 1. the hub alone: its quota service and its culler notice and exit
+    old_service, old_proxy, old_culler = (
+        one_quota_service(hub, data),
+        one_proxy(hub),
+        one_culler(hub),
+    )
     hub.stop(sig=signal.SIGKILL)
     restart_and_find_everything(hub, data, before)
     assert not alive(old_service), "the dead hub's quota service lives on"
+    assert not alive(old_culler), "the dead hub's culler lives on"
     assert not alive(old_proxy)
 
     # 2. the hub and its quota service
@@ -89,6 +94,7 @@ def restart_and_find_everything(hub, data, before) -> None:
     assert grew, f"metering did not go on: {charged_before} then {charged(data)}"
     service = one_quota_service(hub, data)
     assert service.ppid() == hub.proc.pid  # the new hub's own
+    assert one_culler(hub).ppid() == hub.proc.pid
     proxy = one_proxy(hub)  # the one that listens is the one the hub started and watches
     assert proxy.ppid() == hub.proc.pid
     assert proxy.pid == int((hub.workdir / PROXY_PID_NAME).read_text())
@@ -121,6 +127,22 @@ def one_quota_service(hub, data: Path) -> psutil.Process:
 
     assert wait_for(exactly_one), f"quota services running: {services}"
     return services[0]
+
+
+def one_culler(hub) -> psutil.Process:
+    """The one culler reading this hub's servers, once any other has exited."""
+    cullers: list[psutil.Process] = []
+
+    def exactly_one() -> bool:
+        cullers[:] = [
+            p
+            for p in processes(lambda cmdline: "slicehub.culler" in cmdline)
+            if environ(p).get("SLICEHUB_SERVERS_URL") == hub.url
+        ]
+        return len(cullers) == 1
+
+    assert wait_for(exactly_one), f"cullers running: {cullers}"
+    return cullers[0]
 
 
 def one_proxy(hub) -> psutil.Process:

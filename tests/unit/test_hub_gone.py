@@ -1,4 +1,4 @@
-"""The quota service never outlives the hub that started it (`meter_loop.hub_gone`,
+"""The quota service never outlives the hub that started it (`slicehub.common.hub_watch.hub_gone`,
 `SlicehubQuota.watch_hub`): it watches its parent, and a parent killed with kill -9 ends the
 watch within a second or so, in a real process tree. tests/integration/test_crash.py shows it
 with a hub."""
@@ -13,12 +13,12 @@ import sys
 import psutil
 import pytest
 
-from slicehub.quota.meter_loop import hub_gone
+from slicehub.common.hub_watch import hub_gone
 from slicehub.quota.service import SlicehubQuota
 
 WATCHER = """
 import asyncio, os
-from slicehub.quota.meter_loop import hub_gone
+from slicehub.common.hub_watch import hub_gone
 hub = os.getppid()
 print("watching", flush=True)
 asyncio.run(hub_gone(hub, every=0.1))
@@ -75,3 +75,21 @@ async def test_the_service_stops_when_its_hub_is_gone(tmp_path, caplog):
         )
     finally:
         app.ledger.dispose()
+
+
+def test_the_hub_is_the_one_its_config_named_even_when_it_died_before_the_service_asked(
+    monkeypatch,
+):
+    """A hub killed while its service was still starting: the service is already re-parented
+    when it first asks, so the parent would name init; the pid the hub's config wrote does not
+    lie, and the watch ends at once."""
+    from slicehub.common.hub_watch import HUB_PID_ENV, hub_pid
+
+    monkeypatch.delenv(HUB_PID_ENV, raising=False)
+    assert hub_pid() == os.getppid()
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    monkeypatch.setenv(HUB_PID_ENV, gone.stdout.strip())
+    assert hub_pid() == int(gone.stdout) != os.getppid()
+    asyncio.run(asyncio.wait_for(hub_gone(hub_pid(), every=0.05), timeout=0.3))

@@ -135,3 +135,40 @@ def test_a_session_stopped_while_idle_records_what_its_idle_end_cost(ledger):
     r = row(ledger, s.id)
     assert (r.stop_reason, r.idle_seconds) == ("stopped", 16 * 60)
     assert r.charged_list_cents == 1100 and r.idle_list_cents == 1100 - 833  # 0:50 is HK$8.33
+
+
+def test_prometheus_has_idle_subsidy_parkings_what_they_returned_and_idle_now(ledger):
+    from prometheus_client import CollectorRegistry
+
+    from slicehub.quota.idle_api import Seen
+    from slicehub.quota.metrics import LedgerCollector
+
+    s = started(ledger)
+    ledger.observe(s.id, "ann", "", IDLE(idle=25 * MIN), SITE, T0 + 25 * MIN)
+    ledger.park(s.id, "ann", "", T0 + 30 * MIN)
+    other = ledger.open_session("lab", "ann", "nb", "h100.1g.10gb", H, T0 + H)
+    readings = {
+        other.id: Seen(
+            T0 + H,
+            "ann",
+            "nb",
+            "lab",
+            7 * MIN,
+            (),
+            "none",
+            "no GPU signal: declared",
+            "keep",
+            T0 + H + 23 * MIN,
+            False,
+        ),
+    }
+    registry = CollectorRegistry()
+    registry.register(LedgerCollector(ledger, readings))
+
+    def value(name):
+        return registry.get_sample_value(name, {"project": "lab"})
+
+    assert value("slicehub_idle_subsidy_cents_total") == 350
+    assert value("slicehub_parking_returned_subsidy_cents_total") == 2800 - 350
+    assert value("slicehub_parked_sessions_total") == 1
+    assert (value("slicehub_idle_sessions"), value("slicehub_idle_seconds")) == (1, 420)
