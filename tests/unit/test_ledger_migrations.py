@@ -29,7 +29,8 @@ def current(lg: Ledger) -> str:
         return conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one()
 
 
-HEAD = "0005"
+HEAD = "0006"
+NEW_TABLES = {"outbox"}  # made after 0003 (0006)
 # the columns 0004 and 0005 add: what a ledger at 0003 cannot have
 NEW_COLUMNS = {
     "member_group",
@@ -52,7 +53,7 @@ def rows(lg: Ledger) -> dict:
     out = {}
     with lg.engine.connect() as conn:
         for name, table in sorted(meta.tables.items()):
-            if name == VERSION_TABLE:
+            if name in (VERSION_TABLE, *NEW_TABLES):
                 continue
             columns = [c for c in table.c if c.name not in NEW_COLUMNS]
             found = conn.execute(select(*columns)).all()
