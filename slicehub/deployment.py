@@ -3,7 +3,8 @@
 A centre writes one TOML file (by default /etc/slicehub/deployment.toml, or wherever
 SLICEHUB_DEPLOYMENT points) and never edits the project: where the state lives (data dir,
 ledger), which site file it serves, the public URL and TLS (or the reverse proxy in front), how
-people sign in (PAM, LDAP, OpenID Connect, sign-up with approval) and who is staff. JupyterHub
+people sign in (PAM, LDAP, OpenID Connect, sign-up with approval), who is staff, the mail server
+the subsidy scheme's e-mails leave through, and who is its secretariat and committee. JupyterHub
 settings it does not cover go in `jupyterhub_config.d/*.py` beside it, loaded after Slicehub's
 (as Zero-to-JupyterHub's extraConfig, TLJH's jupyterhub_config.d).
 
@@ -28,6 +29,16 @@ settings it does not cover go in `jupyterhub_config.d/*.py` beside it, loaded af
     bind_dn_template = "uid={username},ou=people,dc=example,dc=org"
     groups = ["cn=slicehub-staff,ou=groups,dc=example,dc=org"]
 
+    [smtp]                           # the scheme's e-mails leave through this server
+    host = "smtp.example.org"
+    from_addr = "Slicehub <slicehub@example.org>"
+    username = "slicehub"
+    password_file = "smtp-password"  # mode 0600; the password is never written here
+
+    [scheme]                         # the subsidy scheme's secretariat and committee
+    secretariat_group = "scheme-secretariat"
+    committee = ["rev-chan", "rev-wong"]
+
 Without a deployment file Slicehub runs as a lab server: PAM sign-in, the site file from
 SLICEHUB_SITE, state in .data. Every problem is a `ConfigFileError` naming the file, the key and
 the fix, raised before the hub starts. This module reads and checks; `slicehub.hub` applies.
@@ -39,6 +50,7 @@ import importlib
 import os
 import tomllib
 from dataclasses import dataclass, field
+from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -47,6 +59,7 @@ from .config_file import (
     ConfigFileError,
     check_bool,
     check_choice,
+    check_duration,
     check_int,
     check_known,
     check_table,
@@ -111,6 +124,32 @@ class Hub:
 
 
 @dataclass(frozen=True)
+class Smtp:
+    """The deployment's mail server: the scheme's e-mails leave through it
+    (`slicehub.quota.scheme.mailer`)."""
+
+    host: str
+    port: int
+    from_addr: str  # an address, with or without a display name
+    starttls: bool = True  # upgrade a plain connection before anything else is said
+    ssl: bool = False  # TLS from the first byte (port 465)
+    username: str = ""  # "": no AUTH
+    password_file: Path | None = None  # read at each connection, never kept in settings
+    timeout_s: int = 30
+
+
+@dataclass(frozen=True)
+class SchemeRoles:
+    """Who runs the subsidy scheme's workflow besides staff: by name or by group (a directory
+    group, as staff_group)."""
+
+    secretariat: tuple[str, ...] = ()
+    secretariat_group: str = ""
+    committee: tuple[str, ...] = ()
+    committee_group: str = ""
+
+
+@dataclass(frozen=True)
 class Deployment:
     path: Path | None  # None: no deployment file, a lab server's defaults
     mode: str = "centre"
@@ -120,6 +159,8 @@ class Deployment:
     overrides: Path | None = None  # jupyterhub_config.d: the operator's own JupyterHub settings
     hub: Hub = field(default_factory=Hub)
     sign_in: SignIn = field(default_factory=lambda: SignIn("pam", allow_all=True))
+    smtp: Smtp | None = None  # None: mail stays queued in the outbox
+    scheme: SchemeRoles = field(default_factory=SchemeRoles)
 
     @property
     def demo(self) -> bool:
@@ -156,7 +197,7 @@ def load_deployment(path: Path | str | None) -> Deployment:
 
 
 def parse_deployment(raw: dict[str, Any], path: Path) -> Deployment:
-    check_known(path, "", raw, {"deployment", "hub", "sign_in"})
+    check_known(path, "", raw, {"deployment", "hub", "sign_in", "smtp", "scheme"})
     head = check_table(path, "deployment", raw.get("deployment", {}))
     check_known(path, "deployment", head, {"mode", "data_dir", "site", "ledger_url", "overrides"})
     mode = check_choice(path, "deployment.mode", head.get("mode", "centre"), MODES)
@@ -167,6 +208,7 @@ def parse_deployment(raw: dict[str, Any], path: Path) -> Deployment:
     overrides = _path_text(path, "deployment.overrides", head.get("overrides"), here)
     hub = _hub(path, check_table(path, "hub", raw.get("hub", {})), here)
     sign_in = _sign_in(path, check_table(path, "sign_in", raw.get("sign_in", {})), mode, hub, here)
+    smtp = _smtp(path, check_table(path, "smtp", raw["smtp"]), here) if "smtp" in raw else None
     return Deployment(
         path,
         mode,
@@ -176,6 +218,8 @@ def parse_deployment(raw: dict[str, Any], path: Path) -> Deployment:
         Path(overrides) if overrides else here / OVERRIDES,
         hub,
         sign_in,
+        smtp,
+        _scheme(path, check_table(path, "scheme", raw.get("scheme", {}))),
     )
 
 
@@ -431,4 +475,98 @@ def _native(path, table) -> NativeSignIn:
         check_int(
             path, f"{key}.minimum_password_length", table.get("minimum_password_length", 10), 8, 128
         ),
+    )
+
+
+def _smtp(path, table, here: Path) -> Smtp:
+    if "password" in table:
+        raise ConfigFileError(
+            path,
+            "smtp.password",
+            "is never written in the deployment file",
+            "put the password in a file of its own (chmod 600) and name it in password_file",
+        )
+    check_known(
+        path,
+        "smtp",
+        table,
+        {"host", "port", "from_addr", "starttls", "ssl", "username", "password_file", "timeout"},
+    )
+    host = _text(path, "smtp.host", table.get("host"), required=True)
+    if any(c in host for c in "/: @") or not host.strip():
+        raise ConfigFileError(
+            path, "smtp.host", f"{host!r} is not a server's name", 'write e.g. "smtp.example.org"'
+        )
+    ssl = check_bool(path, "smtp.ssl", table.get("ssl", False))
+    starttls = check_bool(path, "smtp.starttls", table.get("starttls", not ssl))
+    if ssl and starttls:
+        raise ConfigFileError(
+            path,
+            "smtp.starttls",
+            "is true together with ssl: a connection is TLS from the start (ssl, port 465) "
+            "or upgraded (starttls, port 587), not both",
+            "keep one of them",
+        )
+    username = _text(path, "smtp.username", table.get("username"))
+    password_file = None
+    if username or "password_file" in table:
+        if not username:
+            raise ConfigFileError(
+                path, "smtp.username", "is missing although password_file is set", "set username"
+            )
+        if not (ssl or starttls):
+            raise ConfigFileError(
+                path,
+                "smtp.username",
+                "is set on a connection without TLS, which would send the password in clear",
+                "set starttls = true (or ssl = true)",
+            )
+        password_file = _private(path, "smtp.password_file", table.get("password_file"), here)
+    default_port = 465 if ssl else 587 if starttls else 25
+    return Smtp(
+        host,
+        check_int(path, "smtp.port", table.get("port", default_port), 1, 65535),
+        _address(path, "smtp.from_addr", table.get("from_addr")),
+        starttls,
+        ssl,
+        username,
+        password_file,
+        check_duration(path, "smtp.timeout", table.get("timeout", "30 s"), 1, 3600),
+    )
+
+
+def _address(path, key, value) -> str:
+    text = _text(path, key, value, required=True)
+    _, addr = parseaddr(text)
+    local, at, domain = addr.rpartition("@")
+    if not (local and at and "." in domain) or any(c in text for c in "\r\n"):
+        raise ConfigFileError(
+            path,
+            key,
+            f"{text!r} is not an e-mail address",
+            'write e.g. "slicehub@example.org" or "Slicehub <slicehub@example.org>"',
+        )
+    return text
+
+
+def _private(path, key, value, here: Path) -> Path:
+    """A file holding a secret: readable by Slicehub, by nobody else (mode 0600 or 0400)."""
+    file = _readable(path, key, value, here)
+    mode = file.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigFileError(
+            path, key, f"{file} may be read by others (mode {mode:o})", f"chmod 600 {file}"
+        )
+    return file
+
+
+def _scheme(path, table) -> SchemeRoles:
+    check_known(
+        path, "scheme", table, {"secretariat", "secretariat_group", "committee", "committee_group"}
+    )
+    return SchemeRoles(
+        _texts(path, "scheme.secretariat", table.get("secretariat")),
+        _text(path, "scheme.secretariat_group", table.get("secretariat_group")),
+        _texts(path, "scheme.committee", table.get("committee")),
+        _text(path, "scheme.committee_group", table.get("committee_group")),
     )

@@ -4,7 +4,8 @@ and the fix, and nothing is changed: no migration, no seed, no file written.
 The checks, in the order a hub meets them at start-up: the deployment file, the data dir, the
 site file (against the cluster, for a Slurm site), the ledger (reachable, its schema current,
 a list price for every offered slice type), the proxy's token, sign-in (the authenticator
-importable; the LDAP server answering), Slurm's commands (a Slurm site).
+importable; the LDAP server answering), Slurm's commands (a Slurm site), the SMTP server (when
+[smtp] names one: connected, greeted, TLS and sign-in as configured; no mail is sent).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def examine(settings: Settings | None = None) -> Iterator[Finding]:
     yield from _ledger(settings.ledger_url, site, deployment.demo)
     yield _proxy_token(Path(settings.data_dir) / "proxy_auth_token")
     yield from _sign_in(deployment)
+    if deployment.smtp is not None:
+        yield _smtp(deployment.smtp)
 
 
 def _data_dir(path: Path) -> Finding:
@@ -204,6 +207,19 @@ def _answers(check: str, host: str, port: int, connect: Callable = socket.create
             check, f"{host}:{port} does not answer ({e})", "start it, or correct [sign_in.ldap]"
         )
     return Finding(check, note=f"{host}:{port} answers")
+
+
+def _smtp(smtp) -> Finding:
+    from .quota.scheme.mailer import check_server, describe
+
+    try:
+        return Finding("SMTP server", note=check_server(smtp))
+    except Exception as e:
+        return Finding(
+            "SMTP server",
+            describe(e, smtp),
+            "start it or correct [smtp]; until it answers the scheme's e-mails wait in the outbox",
+        )
 
 
 def report(settings: Settings | None = None) -> tuple[str, bool]:

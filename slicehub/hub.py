@@ -46,6 +46,12 @@ CUSTOM_SCOPES = {
     "custom:quota:parking": {
         "description": "Report servers' activity and park idle sessions (the culler service)"
     },
+    "custom:scheme:secretariat": {
+        "description": "Run the subsidy scheme: check applications, assign reviewers, decide"
+    },
+    "custom:scheme:committee": {
+        "description": "Review the scheme's applications assigned to you: conflicts, scores"
+    },
 }
 
 
@@ -98,7 +104,9 @@ def configure(c, settings: Settings | None = None) -> Site:
         _demo_sign_in(c)
         staff_users, staff_groups = DEMO_ADMINS, set()
     else:
-        configure_sign_in(c, deployment.sign_in, deployment.hub.public_url)
+        scheme = deployment.scheme
+        role_groups = (scheme.secretariat_group, scheme.committee_group)
+        configure_sign_in(c, deployment.sign_in, deployment.hub.public_url, role_groups)
         staff_users = set(deployment.sign_in.staff)
         group = deployment.sign_in.staff_group
         staff_groups = {group_name(group)} if group else set()
@@ -188,7 +196,10 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
         f"--site={site.path}",
         f"--meter-interval={os.environ.get('SLICEHUB_METER_INTERVAL', '10')}",
         f"--orphan-grace={os.environ.get('SLICEHUB_ORPHAN_GRACE', '120')}",
+        f"--mail-interval={os.environ.get('SLICEHUB_MAIL_INTERVAL', '5')}",
     ]
+    if deployment.path is not None:  # its [smtp]: the password stays in its own file
+        command.append(f"--deployment={deployment.path}")
     if deployment.demo:  # the embedded demo: something to spend from the first start
         command.append("--seed-demo")
     c.JupyterHub.services = [
@@ -197,7 +208,13 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
             "url": url,
             "command": command,
             "environment": {HUB_PID_ENV: str(os.getpid())},  # slicehub.common.hub_watch
-            "oauth_client_allowed_scopes": ["custom:quota:staff", "custom:quota:metrics"],
+            # what the service may learn of a signed-in user: staff, and their part in the scheme
+            "oauth_client_allowed_scopes": [
+                "custom:quota:staff",
+                "custom:quota:metrics",
+                "custom:scheme:secretariat",
+                "custom:scheme:committee",
+            ],
             # part of the deployment, not a third party: no "authorize access?" page in between
             "oauth_no_confirm": True,
         },
@@ -244,6 +261,7 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
                 "access:services!service=quota",
             ],
         },
+        *_scheme_roles(deployment),
         {"name": "user", "scopes": ["self", "access:services!service=quota"]},
         # a server's own token (its kernels' too) may read its user's sessions in the ledger
         # (`%slicehub`'s money left), besides what JupyterHub's default server role grants
@@ -258,6 +276,24 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
     ]
     spawner.quota_url = f"{url}/services/quota/"
     spawner.quota_token = token
+
+
+def _scheme_roles(deployment: Deployment) -> list[dict]:
+    """The subsidy scheme's secretariat and committee, by name and by group (the deployment
+    file's [scheme]); each reaches the quota service, whose scheme pages check the scope."""
+    roles = deployment.scheme
+    return [
+        {
+            "name": f"scheme-{part}",
+            "users": sorted(users),
+            "groups": [group_name(group)] if group else [],
+            "scopes": [f"custom:scheme:{part}", "access:services!service=quota"],
+        }
+        for part, users, group in (
+            ("secretariat", roles.secretariat, roles.secretariat_group),
+            ("committee", roles.committee, roles.committee_group),
+        )
+    ]
 
 
 def _culler_service(site: Site, deployment: Deployment, quota_url: str) -> dict:

@@ -121,8 +121,10 @@ class Directory:
         return authentication
 
 
-def configure_sign_in(c, sign_in: SignIn, public_url: str) -> None:
-    """Set JupyterHub's authenticator and its traits for `sign_in`."""
+def configure_sign_in(c, sign_in: SignIn, public_url: str, role_groups: tuple[str, ...] = ()):
+    """Set JupyterHub's authenticator and its traits for `sign_in`; `role_groups` are other
+    directory groups the deployment gives a role (the scheme's secretariat and committee),
+    looked up and let in as the staff group is."""
     method = sign_in.method
     c.JupyterHub.authenticator_class = sign_in.authenticator_class or AUTHENTICATORS[method]
     c.Authenticator.admin_users = set(sign_in.staff)
@@ -136,10 +138,9 @@ def configure_sign_in(c, sign_in: SignIn, public_url: str) -> None:
         c.LDAPAuthenticator.server_port = ldap.port
         c.LDAPAuthenticator.tls_strategy = ldap.tls
         c.LDAPAuthenticator.bind_dn_template = list(ldap.bind_dn_templates)
-        # groups are looked up only among these: who may sign in (unless allow_all), staff
+        # groups are looked up only among these: who may sign in (unless allow_all), roles
         groups = list(ldap.groups)
-        if sign_in.staff_group and "=" in sign_in.staff_group:
-            groups.append(sign_in.staff_group)
+        groups += [g for g in (sign_in.staff_group, *role_groups) if g and "=" in g]
         c.LDAPAuthenticator.allowed_groups = sorted(set(groups))
     elif method == "oidc":
         oidc = sign_in.oidc

@@ -154,3 +154,28 @@ def ldap_directory() -> ldapdir.LdapDirectory:
 
 
 # ---- end of real OpenLDAP directory -------------------------------------------------------------
+
+
+# ---- real SMTP server (tests/smtpserver.py, aiosmtpd) ------------------------------------------
+from smtpserver import SmtpServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def smtp_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmtpServer]:
+    """The test SMTP server's process, started once per test session."""
+    server = SmtpServer(tmp_path_factory.mktemp("smtp")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def smtp_server(smtp_server_process: SmtpServer) -> SmtpServer:
+    """The running test SMTP server, accepting, its inbox empty: host, port (plain, STARTTLS
+    offered), ssl_port (TLS from the start), cert (trust it with SSL_CERT_FILE), username and
+    password; `received()`/`messages()` what came in; `refuse(reply)`, `accept()`, `stop()`,
+    `start()` to change how it answers (the next test finds it running and accepting)."""
+    smtp_server_process.reset()
+    return smtp_server_process
+
+
+# ---- end of real SMTP server --------------------------------------------------------------------

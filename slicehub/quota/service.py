@@ -5,7 +5,9 @@ a traitlets `Application` like the ecosystem's services: `--help` lists its opti
 `--help-all` every setting, `--config` loads a Python config file (`c.SlicehubQuota.x = ...`).
 It reads the hub's usual service environment (JUPYTERHUB_API_TOKEN, JUPYTERHUB_SERVICE_PREFIX,
 JUPYTERHUB_SERVICE_URL, JUPYTERHUB_API_URL); its own settings default to the SLICEHUB_*
-environment (SLICEHUB_LEDGER_URL, SLICEHUB_METER_INTERVAL, SLICEHUB_ORPHAN_GRACE).
+environment (SLICEHUB_LEDGER_URL, SLICEHUB_METER_INTERVAL, SLICEHUB_ORPHAN_GRACE,
+SLICEHUB_MAIL_INTERVAL, SLICEHUB_DEPLOYMENT). From the deployment file it takes the SMTP server
+([smtp]); a bad file stops the start with the file, the key and the fix.
 
 Start-up happens in named steps, in order, before it listens: `migrate` (the ledger's schema,
 retried with backoff while the database is unreachable), `seed` (the demo's ledger, only with
@@ -13,11 +15,13 @@ retried with backoff while the database is unreachable), `seed` (the demo's ledg
 price, or the service stops with a sentence naming the file, the types and the fix; JupyterHub
 stops when a managed service exits during its start-up, so the hub's log shows that sentence).
 Then it serves the REST API and the pages (`make_app`) and runs the metering loop
-(`slicehub.quota.meter_loop.Meter`) until SIGTERM or SIGINT (the hub stopping it) or until the hub
+(`slicehub.quota.meter_loop.Meter`) and the mailer (`slicehub.quota.scheme.mailer.Mailer`, the
+outbox's e-mails) until SIGTERM or SIGINT (the hub stopping it) or until the hub
 that started it is gone (`slicehub.common.hub_watch.hub_gone`): a hub killed with `kill -9` sends
 nothing, so the service watches for it and exits within a second or so, never to meter beside the
 quota service of the next hub. The two may overlap for that second; metering is idempotent (a tick
-charges each session up to now, once), so nothing is charged twice. A service still waiting
+charges each session up to now, once), so nothing is charged twice, and the mailer claims each
+mail before sending it, so nothing is sent twice. A service still waiting
 for its database in `migrate` meters nothing, and is watched from the moment it serves.
 
 This module decides the service's settings and lifecycle; the ledger's rules are the ledger's.
@@ -45,6 +49,7 @@ from traitlets.config import Application, catch_config_error
 
 from slicehub.common.hub_watch import hub_gone, hub_pid
 from slicehub.config_file import ConfigFileError
+from slicehub.deployment import Smtp, load_deployment
 from slicehub.settings import Settings
 
 from . import api, idle_api, pages
@@ -55,6 +60,7 @@ from .ledger import Ledger
 from .meter_loop import HubClient, Meter
 from .metrics import LedgerCollector
 from .reader import LedgerReader
+from .scheme.mailer import Mailer
 from .site_parking import SiteParking, read_site_parking
 from .site_prices import SitePriceError, read_list_prices
 
@@ -208,9 +214,30 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         """,
     )
 
+    deployment_file = Unicode(
+        config=True,
+        help="""The deployment file (TOML), for its [smtp] table: the server the scheme's
+        e-mails leave through (none: they stay queued in the outbox).
+
+        Default: $SLICEHUB_DEPLOYMENT, else /etc/slicehub/deployment.toml when it exists, else
+        none. Example: "/etc/slicehub/deployment.toml".
+        """,
+    )
+
+    mail_interval = Float(
+        5,
+        config=True,
+        help="""Seconds between the mailer's passes over the outbox.
+
+        Default: $SLICEHUB_MAIL_INTERVAL, else 5. Example: 1.
+        """,
+    )
+
     aliases = {
         "ledger-url": "SlicehubQuota.ledger_url",
         "meter-interval": "SlicehubQuota.meter_interval",
+        "mail-interval": "SlicehubQuota.mail_interval",
+        "deployment": "SlicehubQuota.deployment_file",
         "orphan-grace": "SlicehubQuota.orphan_grace",
         "site": "SlicehubQuota.site_file",
         "config": "SlicehubQuota.config_file",
@@ -235,10 +262,20 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
     def _orphan_grace_default(self) -> float:
         return _seconds_from_env("SLICEHUB_ORPHAN_GRACE", 120)
 
-    @validate("meter_interval")
+    @default("mail_interval")
+    def _mail_interval_default(self) -> float:
+        return _seconds_from_env("SLICEHUB_MAIL_INTERVAL", 5)
+
+    @default("deployment_file")
+    def _deployment_file_default(self) -> str:
+        return Settings().deployment_path
+
+    @validate("meter_interval", "mail_interval")
     def _positive_interval(self, proposal) -> float:
         if proposal.value <= 0:
-            raise TraitError(f"meter_interval must be more than 0 seconds, not {proposal.value}.")
+            raise TraitError(
+                f"{proposal.trait.name} must be more than 0 seconds, not {proposal.value}."
+            )
         return proposal.value
 
     @validate("orphan_grace")
@@ -256,6 +293,7 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         return "[%(levelname).1s %(asctime)s %(name)s] %(message)s"
 
     ledger: Ledger | None = None
+    smtp: Smtp | None = None  # the deployment file's [smtp]
     hub_pid = 0  # the hub that started this service (`hub_watch.hub_pid`)
 
     @catch_config_error
@@ -269,6 +307,10 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
                     "Fix: point --config at the quota service's config file"
                 )
             self.load_config_file(self.config_file)
+        try:
+            self.smtp = load_deployment(self.deployment_file or None).smtp
+        except ConfigFileError as e:
+            self.fail(str(e))
         self.ledger = Ledger(self.ledger_url)
         # read every setting now: a bad one ($SLICEHUB_METER_INTERVAL=abc) stops the start here
         self.log.debug(
@@ -360,8 +402,10 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         server = HTTPServer(app)
         server.listen(url.port, url.hostname)
         meter = Meter(self.ledger, hub, self.meter_interval, self.orphan_grace)
+        mailer = Mailer(self.ledger, self.smtp, self.mail_interval)
         settle_memory()
         task = asyncio.create_task(meter.run())
+        mailing = asyncio.create_task(mailer.run())
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -371,7 +415,9 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         await done.wait()
         watch.cancel()
         task.cancel()
+        mailer.stop()  # after the message being sent, which is then recorded
         server.stop()
+        await mailing
         await app.settings["holds"].close()
         self.ledger.dispose()
 

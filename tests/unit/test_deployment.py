@@ -1,6 +1,8 @@
 """The deployment file (slicehub/deployment.py): what an operator may write, and every mistake
 refused before the hub starts with the file, the key and the fix. And where the settings come
-from: the environment, then the deployment file, then the one default."""
+from: the environment, then the deployment file, then the one default. [smtp] and [scheme]: the
+hub's scheme roles, and the quota service reading [smtp] from the file it is given (the password
+stays in its own file)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 from traitlets.config import Config
 
 from slicehub.config_file import ConfigFileError
-from slicehub.deployment import load_deployment
+from slicehub.deployment import Smtp, load_deployment
 from slicehub.settings import Settings
 from slicehub.sign_in import Directory, configure_sign_in, group_name
 
@@ -25,6 +27,7 @@ server = "ldap.example.org"
 bind_dn_template = "uid={username},ou=people,dc=example,dc=org"
 groups = ["cn=proj-vision,ou=groups,dc=example,dc=org"]
 """
+SMTP = '[smtp]\nhost = "smtp.example.org"\nfrom_addr = "Slicehub <slicehub@example.org>"\n'
 
 
 @pytest.fixture
@@ -107,6 +110,42 @@ server_bind_ip = "0.0.0.0"
         ),
         ("[deployment]\nmode = 'demo'\n[sign_in]\nmethod = 'pam'", "sign_in.method", "demo mode"),
         ("[sign_in]\nallow_all = 'yes'", "sign_in.allow_all", "not true or false"),
+        (SMTP + 'password = "s3cret"\n', "smtp.password", "never written in the deployment"),
+        (SMTP + 'colour = "blue"\n', "smtp.colour", "not a setting Slicehub knows"),
+        ('[smtp]\nfrom_addr = "a@example.org"\n', "smtp.host", "is missing"),
+        (
+            '[smtp]\nhost = "smtp://smtp.example.org"\nfrom_addr = "a@example.org"\n',
+            "smtp.host",
+            "is not a server's name",
+        ),
+        ('[smtp]\nhost = "smtp.example.org"\n', "smtp.from_addr", "is missing"),
+        (
+            '[smtp]\nhost = "smtp.example.org"\nfrom_addr = "slicehub"\n',
+            "smtp.from_addr",
+            "is not an e-mail address",
+        ),
+        (SMTP + "port = 0\n", "smtp.port", "out of range"),
+        (SMTP + 'port = "587"\n', "smtp.port", "not a whole number"),
+        (SMTP + 'starttls = "yes"\n', "smtp.starttls", "not true or false"),
+        (SMTP + "ssl = true\nstarttls = true\n", "smtp.starttls", "together with ssl"),
+        (SMTP + 'username = "slicehub"\n', "smtp.password_file", "is missing"),
+        (SMTP + 'password_file = "smtp-password"\n', "smtp.username", "is missing"),
+        (
+            SMTP + 'starttls = false\nusername = "s"\npassword_file = "smtp-password"\n',
+            "smtp.username",
+            "password in clear",
+        ),
+        (
+            SMTP + 'username = "s"\npassword_file = "nowhere"\n',
+            "smtp.password_file",
+            "does not exist",
+        ),
+        (SMTP + 'timeout = "30"\n', "smtp.timeout", "not a length of time"),
+        (SMTP + 'timeout = "2 h"\n', "smtp.timeout", "out of range"),
+        ("smtp = 1\n", "smtp", "must be a table"),
+        ('[scheme]\ncommittee = ["rev-chan", 7]\n', "scheme.committee", "not a list of strings"),
+        ("[scheme]\nsecretariat_group = 3\n", "scheme.secretariat_group", "not a string"),
+        ('[scheme]\nreviewers = ["x"]\n', "scheme.reviewers", "not a setting Slicehub knows"),
     ],
 )
 def test_a_mistake_names_the_file_the_key_and_the_fix(write, text, key, words):
@@ -157,6 +196,14 @@ def test_ldap_looks_up_the_listed_groups_and_the_staff_group(write):
     ]
     assert c.LDAPAuthenticator.bind_dn_template == ["uid={username},ou=people,dc=example,dc=org"]
     assert c.Authenticator.admin_users == {"ops"} and c.Authenticator.allow_all is False
+
+
+def test_ldap_looks_up_the_schemes_groups_too(write):
+    committee = "cn=scheme-committee,ou=groups,dc=example,dc=org"
+    d = load_deployment(write(LDAP + f'[scheme]\ncommittee_group = "{committee}"\n'))
+    c = Config()
+    configure_sign_in(c, d.sign_in, d.hub.public_url, (d.scheme.committee_group, ""))
+    assert committee in c.LDAPAuthenticator.allowed_groups
 
 
 def test_the_hook_names_groups_and_staff_alike_for_every_directory(write):
@@ -244,8 +291,20 @@ def test_the_doctor_names_what_a_centre_lacks(monkeypatch, tmp_path, write):
     )
 
 
+def configured(monkeypatch, deployment: Path):
+    """The hub's config (`c.JupyterHub`) for `deployment`, nothing taken from the environment."""
+    from slicehub.hub import configure
+
+    for name in ("SLICEHUB_DATA_DIR", "SLICEHUB_LEDGER_URL", "SLICEHUB_SITE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SLICEHUB_DEPLOYMENT", str(deployment))
+    c = Config()
+    configure(c)
+    return c.JupyterHub
+
+
 def test_configure_applies_the_deployment_to_the_hub(monkeypatch, tmp_path, write):
-    from slicehub.hub import configure, overrides
+    from slicehub.hub import overrides
 
     (tmp_path / "tls").mkdir()
     for name in ("cert.pem", "key.pem"):
@@ -259,12 +318,7 @@ def test_configure_applies_the_deployment_to_the_hub(monkeypatch, tmp_path, writ
         'tls_cert = "tls/cert.pem"\ntls_key = "tls/key.pem"\n'
         "[sign_in]\nmethod = 'pam'\nstaff = ['ops']\nstaff_group = 'hpc-staff'\n"
     )
-    for name in ("SLICEHUB_DATA_DIR", "SLICEHUB_LEDGER_URL", "SLICEHUB_SITE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("SLICEHUB_DEPLOYMENT", str(deployment))
-    c = Config()
-    configure(c)
-    hub = c.JupyterHub
+    hub = configured(monkeypatch, deployment)
     assert hub.bind_url == "https://hub.example.org"
     assert (hub.ssl_cert, hub.ssl_key) == (
         str(tmp_path / "tls" / "cert.pem"),
@@ -277,3 +331,127 @@ def test_configure_applies_the_deployment_to_the_hub(monkeypatch, tmp_path, writ
     [quota] = [s for s in hub.services if s["name"] == "quota"]
     assert "--seed-demo" not in quota["command"]  # outside demo mode nothing is seeded
     assert [p.name for p in overrides()] == ["10-a.py", "20-b.py"]
+
+
+@pytest.fixture
+def password(tmp_path) -> Path:
+    path = tmp_path / "smtp-password"
+    path.write_text("s3cret\n")
+    path.chmod(0o600)
+    return path
+
+
+def test_without_smtp_there_is_no_server_and_nobody_runs_the_scheme():
+    d = load_deployment(REPO / "hub_config" / "demo.toml")
+    assert d.smtp is None
+    assert (d.scheme.secretariat, d.scheme.committee_group) == ((), "")
+
+
+@pytest.mark.parametrize(
+    "extra, port, starttls, ssl",
+    [
+        ("", 587, True, False),  # submission with STARTTLS: the usual
+        ("ssl = true\n", 465, False, True),
+        ("starttls = false\n", 25, False, False),  # a relay on the local network
+        ("port = 2525\n", 2525, True, False),
+    ],
+)
+def test_smtp_defaults_follow_the_kind_of_tls(write, extra, port, starttls, ssl):
+    smtp = load_deployment(write(SMTP + extra)).smtp
+    assert (smtp.port, smtp.starttls, smtp.ssl) == (port, starttls, ssl)
+    assert (smtp.username, smtp.password_file, smtp.timeout_s) == ("", None, 30)
+
+
+def test_a_signed_in_server_names_its_password_file(write, password):
+    extra = 'username = "slicehub"\npassword_file = "smtp-password"\ntimeout = "1 min"\n'
+    smtp = load_deployment(write(SMTP + extra)).smtp
+    assert smtp == Smtp(
+        "smtp.example.org",
+        587,
+        "Slicehub <slicehub@example.org>",
+        True,
+        False,
+        "slicehub",
+        password,
+        60,
+    )
+
+
+def test_a_password_file_others_may_read_is_refused(write, password):
+    password.chmod(0o640)
+    path = write(SMTP + 'username = "slicehub"\npassword_file = "smtp-password"\n')
+    with pytest.raises(ConfigFileError) as refused:
+        load_deployment(path)
+    assert str(refused.value) == (
+        f"{path}: smtp.password_file: {password} may be read by others (mode 640). "
+        f"Fix: chmod 600 {password}"
+    )
+
+
+def test_the_hub_gives_the_scheme_roles_and_the_quota_service_the_deployment_file(
+    monkeypatch, tmp_path, write, password
+):
+    deployment = write(
+        f'[deployment]\ndata_dir = "data"\nsite = "{REPO / "hub_config" / "demo-site.toml"}"\n'
+        + SMTP
+        + 'username = "slicehub"\npassword_file = "smtp-password"\n'
+        + '[scheme]\nsecretariat = ["sec-lee"]\n'
+        + 'secretariat_group = "cn=scheme-office,ou=groups,dc=example,dc=org"\n'
+        + 'committee = ["rev-chan", "rev-wong"]\ncommittee_group = "scheme-committee"\n'
+    )
+    hub = configured(monkeypatch, deployment)
+    roles = {r["name"]: r for r in hub.load_roles}
+    assert roles["scheme-secretariat"] == {
+        "name": "scheme-secretariat",
+        "users": ["sec-lee"],
+        "groups": ["scheme-office"],  # a directory group's hub name, as staff_group's
+        "scopes": ["custom:scheme:secretariat", "access:services!service=quota"],
+    }
+    assert roles["scheme-committee"]["users"] == ["rev-chan", "rev-wong"]
+    assert roles["scheme-committee"]["groups"] == ["scheme-committee"]
+    assert roles["scheme-committee"]["scopes"][0] == "custom:scheme:committee"
+    assert {"custom:scheme:secretariat", "custom:scheme:committee"} <= set(hub.custom_scopes)
+    [quota] = [s for s in hub.services if s["name"] == "quota"]
+    assert {"custom:scheme:secretariat", "custom:scheme:committee"} <= set(
+        quota["oauth_client_allowed_scopes"]
+    )
+    assert f"--deployment={deployment}" in quota["command"]
+    assert not any("s3cret" in part for part in quota["command"])
+    assert not any("s3cret" in value for value in quota["environment"].values())
+
+
+def test_the_quota_service_takes_smtp_from_the_deployment_file(
+    tmp_path, write, password, monkeypatch, capsys
+):
+    from slicehub.quota.service import SlicehubQuota
+
+    monkeypatch.delenv("SLICEHUB_DEPLOYMENT", raising=False)
+    ledger = f"--ledger-url=sqlite:///{tmp_path / 'ledger.sqlite'}"
+
+    def start(*argv: str) -> SlicehubQuota:
+        app = SlicehubQuota()
+        app.initialize([ledger, *argv])
+        app.ledger.dispose()
+        return app
+
+    path = write(SMTP + 'username = "slicehub"\npassword_file = "smtp-password"\n')
+    app = start(f"--deployment={path}", "--mail-interval=2")
+    assert (app.smtp.host, app.smtp.password_file, app.mail_interval) == (
+        "smtp.example.org",
+        password,
+        2,
+    )
+    monkeypatch.setenv("SLICEHUB_MAIL_INTERVAL", "1.5")
+    monkeypatch.setenv("SLICEHUB_DEPLOYMENT", str(path))
+    assert (start().smtp.host, start().mail_interval) == ("smtp.example.org", 1.5)
+    monkeypatch.delenv("SLICEHUB_DEPLOYMENT")
+    assert start().smtp is None  # no deployment file: mail stays queued
+
+    bad = write(SMTP + "port = 0\n", "bad.toml")
+    with pytest.raises(SystemExit) as exit_:
+        start(f"--deployment={bad}")
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"Slicehub cannot start: {bad}: smtp.port: 0 is out of range. "
+        "Fix: write a number from 1 to 65535\n"
+    )
