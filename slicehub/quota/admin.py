@@ -3,10 +3,12 @@ members from), grants, members, prices, class windows. Every change is checked f
 written with its audit entries in one transaction (`AdminVerbs._audited`): a change is in the
 ledger with its record, or neither is.
 
-Decides what a valid change is (names, amounts, rates, dates, roles, duplicates). It does not
-decide what a change costs anyone: holds, charges and balances are `slicehub.quota.hold` and
-`slicehub.quota.metering`. Who may make a change is decided outside the ledger: whoever can run
-`slicehub admin` and reach the database is staff, named as `actor` in the audit log.
+Decides what a valid change is (names, amounts, rates, dates, roles, duplicates); a grant is
+also refused when it would over-commit its scheme's fund (`slicehub.quota.scheme.fund`). It
+does not decide what a change costs anyone: holds, charges and balances are
+`slicehub.quota.hold` and `slicehub.quota.metering`. Who may make a change is decided outside
+the ledger: whoever can run `slicehub admin` and reach the database is staff, named as `actor`
+in the audit log.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from slicehub.common.names import GROUP_NAME, PROJECT_ID, SLICE_TYPE_NAME, USERN
 from .errors import LedgerError, check_amount, check_rate, check_window
 from .models import ClassWindow, Grant, Member, Price, Project, Scheme
 from .roster import EMAIL
+from .scheme.fund import lock_scheme, reserve
 
 POLICIES = ("stop", "full_price")
 ROLES = ("member", "pi", "instructor", "student")
@@ -231,7 +234,11 @@ class AdminVerbs:
         check_window("grant", valid_from, valid_until)
 
         def write(db) -> Grant:
+            # the scheme's row first, then the project's (the fund's lock order), so that no
+            # grant takes the scheme's committed total past its fund
+            scheme = lock_scheme(db, self._project(db, project).scheme_id, self._is_sqlite)
             p = self._project(db, project, lock=True)
+            reserve(db, scheme, amount_cents, f"A grant to {project}")
             grant = Grant(
                 project_id=p.id,
                 amount_cents=amount_cents,

@@ -7,6 +7,9 @@ Sessions (one per notebook server start: the hold and its running totals), Charg
 one per metered period, unique per session and period start, so a tick applied twice charges
 once), Warnings (unique per session and level), and the audit log.
 
+The scheme's workflow (applications, reviews, decisions, change requests, progress reports, the
+outbox) has its tables in `slicehub.quota.scheme`, on the same `Base`.
+
 Money columns are integer cents (BigInteger); rates are basis points; times are UTC.
 """
 
@@ -42,6 +45,13 @@ class Scheme(Base):
     subsidy_rate_bp: Mapped[int] = mapped_column(Integer)
     fund_cents: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The scheme's workflow (slicehub.quota.scheme): its review criteria, a JSON list of
+    # {"key", "title", "weight"} with weights summing to 100; the highest rate a decision may
+    # grant (exceptional cases; `subsidy_rate_bp` is the standard one); the months between a
+    # project's progress reports.
+    criteria: Mapped[str] = mapped_column(Text, default="[]", server_default="[]")
+    max_rate_bp: Mapped[int] = mapped_column(Integer, default=9000, server_default="9000")
+    report_period_months: Mapped[int] = mapped_column(Integer, default=3, server_default="3")
 
 
 class Project(Base):
@@ -77,6 +87,9 @@ class Project(Base):
     closed_subsidy_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     closed_copay_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     closed_credit_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The project's own subsidy rate, from the decision that created it (None: its scheme's):
+    # a hold charges it (`slicehub.quota.states.load_states`).
+    subsidy_rate_bp: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Grant(Base):
@@ -145,7 +158,7 @@ class Session(Base):
     username: Mapped[str] = mapped_column(String(100), index=True)
     server_name: Mapped[str] = mapped_column(String(255), default="")
     slice_type: Mapped[str] = mapped_column(String(64))
-    rate_bp: Mapped[int] = mapped_column(Integer)  # the scheme's rate when the hold was made
+    rate_bp: Mapped[int] = mapped_column(Integer)  # the project's rate when the hold was made
     prices_known: Mapped[int] = mapped_column(Integer, default=0)  # newest Price.id at the hold
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     end_at: Mapped[datetime] = mapped_column(UTCDateTime)  # fixed by the hold

@@ -33,13 +33,18 @@ def _member_of(username: str, groups: Collection[str]):
     return or_(by_row, Project.member_group.in_(sorted(groups)))
 
 
+def rate_in_force(p: Project, scheme: Scheme) -> int:
+    """The subsidy rate `p`'s holds charge: its own (from its decision), else its scheme's."""
+    return scheme.subsidy_rate_bp if p.subsidy_rate_bp is None else p.subsidy_rate_bp
+
+
 def project_view(p: Project, bal: Balance, scheme: Scheme) -> dict:
     return {
         "project": p.slug,
         "name": p.name,
         "organisation": p.organisation,
         "policy": p.policy,
-        "subsidy_rate_bp": scheme.subsidy_rate_bp,
+        "subsidy_rate_bp": rate_in_force(p, scheme),
         "allowed_slice_types": json.loads(p.allowed_slice_types),
         "valid_from": p.valid_from.isoformat(),
         "valid_until": p.valid_until.isoformat(),

@@ -40,6 +40,7 @@ from .errors import LedgerError
 from .ledger import Balance, Ledger
 from .models import AuditEntry, Charge, Grant, Member, Price, Project, Scheme, Session
 from .pricing import MICROS_PER_HOUR, micros
+from .reader import rate_in_force
 from .store import find_project
 
 CENTRE_TZ = timezone(timedelta(hours=8), "HKT")  # Hong Kong: no DST since 1979
@@ -488,5 +489,5 @@ def recent_audit(ledger: Ledger, limit: int = 20) -> list[AuditEntry]:
 
 def _header(p: Project, scheme: Scheme) -> ProjectHeader:
     return ProjectHeader(
-        p.slug, p.name, p.organisation, p.pi, scheme.name, scheme.subsidy_rate_bp, p.is_course
+        p.slug, p.name, p.organisation, p.pi, scheme.name, rate_in_force(p, scheme), p.is_course
     )

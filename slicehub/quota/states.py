@@ -3,9 +3,9 @@
 `load_states` reads everything the hold rules (`slicehub.quota.hold`) need about a set of
 projects in a fixed number of statements, however many projects and requests a batch carries:
 the projects (locked, in id order, when a batch will write; with them the member group each
-names), their active sessions' sums, grants in force, the member rows asked about and what
-capped members drew (a group member under the project's member cap too), a course's class
-windows.
+names and the subsidy rate in force: the project's own, else its scheme's), their active
+sessions' sums, grants in force, the member rows asked about and what capped members drew (a
+group member under the project's member cap too), a course's class windows.
 `PriceCache` keeps the price rows and reads them again only when a new one has been written.
 
 It decides nothing and writes nothing; a project's balance is its closed totals plus its active
@@ -42,7 +42,8 @@ def load_states(
     q = (
         select(
             pt,
-            Scheme.subsidy_rate_bp,
+            # the project's own rate (its decision's), else its scheme's: one column more
+            func.coalesce(pt.c.subsidy_rate_bp, Scheme.subsidy_rate_bp).label("rate_in_force"),
             select(func.coalesce(func.max(Price.id), 0)).scalar_subquery().label("known"),
         )
         .join(Scheme, Scheme.id == pt.c.scheme_id)
@@ -52,7 +53,7 @@ def load_states(
     if lock and not is_sqlite:
         q = q.with_for_update(of=pt)
     states = {
-        r.slug: ProjectState(r, r.subsidy_rate_bp, [], known=r.known) for r in conn.execute(q).all()
+        r.slug: ProjectState(r, r.rate_in_force, [], known=r.known) for r in conn.execute(q).all()
     }
     if not states:
         return states

@@ -128,11 +128,19 @@ class Store:
         """
         return self._prices.book(db).schedule(slice_type, known)
 
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the ledger is SQLite (its write transactions lock the whole database)."""
+        return self._is_sqlite
+
     def _audit(self, db: DBSession, at, actor: str, action: str, subject: str, **detail) -> None:
         """Append an audit entry inside the caller's transaction."""
-        db.add(
-            AuditEntry(at=at, actor=actor, action=action, subject=subject, detail=_detail(detail))
-        )
+        audit(db, at, actor, action, subject, **detail)
+
+
+def audit(db: DBSession, at, actor: str, action: str, subject: str, **detail) -> None:
+    """Append an audit entry (`detail` as JSON) inside the caller's transaction."""
+    db.add(AuditEntry(at=at, actor=actor, action=action, subject=subject, detail=_detail(detail)))
 
 
 def _detail(detail: dict) -> str:

@@ -1,6 +1,7 @@
-"""The ledger's migrations 0004 (a project's member group) and 0005 (parking) on a ledger with
-history: down to 0003 and up again, every row of every table is kept, and after the upgrade
-projects name no group (membership by rows alone, as before) and have the site's parking.
+"""The ledger's migrations 0004 (a project's member group), 0005 (parking), 0006 (the outbox)
+and 0007 (the scheme's workflow) on a ledger with history: down to 0003 and up again, every row
+of every table is kept, and after the upgrade projects name no group (membership by rows alone,
+as before), have the site's parking and their scheme's rate.
 On SQLite here; the same on a real PostgreSQL in
 tests/integration/test_ledger_postgres.py."""
 
@@ -9,7 +10,7 @@ from sqlalchemy import MetaData, inspect, select
 
 from slicehub.db import alembic_config
 from slicehub.quota.ledger import Ledger
-from slicehub.quota.models import Project
+from slicehub.quota.models import Project, Scheme
 from slicehub.quota.reader import LedgerReader
 from slicehub.quota.store import MIGRATIONS, VERSION_TABLE
 from tests.unit.rules_ledger import T0, H, build, project
@@ -29,25 +30,49 @@ def current(lg: Ledger) -> str:
         return conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one()
 
 
-HEAD = "0006"
-NEW_TABLES = {"outbox"}  # made after 0003 (0006)
-# the columns 0004 and 0005 add: what a ledger at 0003 cannot have
+HEAD = "0007"
+# made after 0003: the outbox (0006), the scheme's workflow (0007)
+NEW_TABLES = {
+    "outbox",
+    "applications",
+    "application_members",
+    "application_requests",
+    "reviewer_assignments",
+    "scores",
+    "decisions",
+    "change_requests",
+    "progress_reports",
+}
+# the columns 0004, 0005 and 0007 add, by table: what a ledger at 0003 cannot have
 NEW_COLUMNS = {
-    "member_group",
-    "idle_minutes",
-    "idle_warning_minutes",
-    "parking_opt_out",
-    "idle_since",
-    "idle_warned_at",
-    "idle_park_at",
-    "idle_seconds",
-    "idle_list_cents",
-    "idle_subsidy_cents",
+    ("schemes", "criteria"),
+    ("schemes", "max_rate_bp"),
+    ("schemes", "report_period_months"),
+    ("projects", "subsidy_rate_bp"),
+}
+NEW_COLUMNS |= {
+    (table, name)
+    for table, names in (
+        ("projects", ("member_group", "idle_minutes", "idle_warning_minutes", "parking_opt_out")),
+        (
+            "sessions",
+            (
+                "idle_since",
+                "idle_warned_at",
+                "idle_park_at",
+                "idle_seconds",
+                "idle_list_cents",
+                "idle_subsidy_cents",
+            ),
+        ),
+    )
+    for name in names
 }
 
 
 def rows(lg: Ledger) -> dict:
-    """Every row of every ledger table, without the columns 0004 and 0005 add, in order."""
+    """Every row of every ledger table older than 0004, without the columns 0004, 0005 and
+    0007 add, in order."""
     meta = MetaData()
     meta.reflect(lg.engine)
     out = {}
@@ -55,7 +80,7 @@ def rows(lg: Ledger) -> dict:
         for name, table in sorted(meta.tables.items()):
             if name in (VERSION_TABLE, *NEW_TABLES):
                 continue
-            columns = [c for c in table.c if c.name not in NEW_COLUMNS]
+            columns = [c for c in table.c if (name, c.name) not in NEW_COLUMNS]
             found = conn.execute(select(*columns)).all()
             out[name] = sorted((tuple(r) for r in found), key=repr)
     return out
@@ -80,8 +105,13 @@ def check_0004_down_and_up_keeps_everything(lg: Ledger) -> None:
 
     migrate(lg, "0003", down=True)
     assert current(lg) == "0003"
-    names = {c["name"] for t in ("projects", "sessions") for c in inspect(lg.engine).get_columns(t)}
-    assert not names & NEW_COLUMNS
+    found = {
+        (t, c["name"])
+        for t in ("schemes", "projects", "sessions")
+        for c in inspect(lg.engine).get_columns(t)
+    }
+    assert not found & NEW_COLUMNS
+    assert not set(inspect(lg.engine).get_table_names()) & NEW_TABLES
     assert rows(lg) == before
 
     lg.upgrade()  # as the quota service's start-up does
@@ -89,8 +119,16 @@ def check_0004_down_and_up_keeps_everything(lg: Ledger) -> None:
     assert rows(lg) == before
     with lg.session() as db:
         assert db.execute(
-            select(Project.member_group, Project.idle_minutes, Project.parking_opt_out)
-        ).all() == [(None, None, False)]
+            select(
+                Project.member_group,
+                Project.idle_minutes,
+                Project.parking_opt_out,
+                Project.subsidy_rate_bp,
+            )
+        ).all() == [(None, None, False, None)]
+        assert db.execute(
+            select(Scheme.criteria, Scheme.max_rate_bp, Scheme.report_period_months)
+        ).all() == [("[]", 9000, 3)]
     # the upgraded ledger goes on: a row member holds as before, a group is named and used
     lg.open_session("lab", "ann", "again", "h100.1g.10gb", H, T0 + 2 * H)
     lg.set_member_group("staff", "lab", "proj-lab", T0 + 2 * H)

@@ -2,7 +2,7 @@
 
 from slicehub.db import run_env
 from slicehub.quota.models import Base
-from slicehub.quota.scheme import outbox  # noqa: F401  (its table, in the same metadata)
+from slicehub.quota.scheme import models, outbox  # noqa: F401  (their tables, same metadata)
 from slicehub.quota.store import VERSION_TABLE
 
 run_env(Base.metadata, VERSION_TABLE)
