@@ -16,6 +16,7 @@ from slicehub.quota.scheme.models import ChangeRequest
 from slicehub.quota.scheme.outbox import OutboxMail
 from slicehub.quota.scheme.reports import add_months, periods_ended
 from slicehub.quota.scheme.validate import TeamMember
+from slicehub.quota.scheme.views import visible_change_requests, visible_reports
 from tests.unit.rules_ledger import T0, H
 from tests.unit.scheme_ledger import DAY, known_users, under_review, workflow
 
@@ -172,3 +173,21 @@ def test_reports_are_opened_prefilled_submitted_and_overdue(wf, ledger):
         wf.submit_report("ann", report.id, "again", first_end + DAY)
     assert wf.overdue_reports(first_end + 31 * DAY) == []
     assert [r.status for r, slug in wf.reports(SLUG)] == ["submitted"]
+
+
+def test_who_sees_change_requests_and_reports(wf, ledger):
+    cr = wf.request_change("ann", SLUG, "top_up", "x", T0, amount_cents=1, reviewer="rev1")
+    with ledger.session() as db:
+        end = db.scalar(select(Project.valid_until))
+    (report,) = wf.open_due_reports(end)
+    with ledger.session() as db:
+
+        def seen(user, roles):
+            changes = [c.id for c, _ in visible_change_requests(db, user, roles)]
+            return changes, [r.id for r, _ in visible_reports(db, user, roles)]
+
+        assert seen("ann", set()) == ([cr.id], [report.id])  # the PI
+        assert seen("bo", set()) == ([], [])  # a member, not the PI
+        assert seen("sec", {"secretariat"}) == ([cr.id], [report.id])
+        assert seen("rev1", {"committee"}) == ([cr.id], [report.id])  # named as its reviewer
+        assert seen("rev2", {"committee"}) == ([], [report.id])

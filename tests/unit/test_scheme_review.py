@@ -7,9 +7,14 @@ import pytest
 from sqlalchemy import select
 
 from slicehub.quota.errors import LedgerError
-from slicehub.quota.scheme.models import ReviewerAssignment
+from slicehub.quota.scheme.models import Application, ReviewerAssignment
 from slicehub.quota.scheme.outbox import OutboxMail
-from slicehub.quota.scheme.views import can_see, scores_seen, visible_applications
+from slicehub.quota.scheme.views import (
+    application_view,
+    can_see,
+    scores_seen,
+    visible_applications,
+)
 from tests.unit.rules_ledger import T0, H
 from tests.unit.scheme_ledger import fields, known_users, submitted, under_review, workflow
 
@@ -135,3 +140,23 @@ def test_the_review_starts_on_a_submitted_application_with_reviewers(wf, ledger)
     with ledger.session() as db:
         last = db.scalars(select(OutboxMail).order_by(OutboxMail.id.desc())).first()
     assert last.subject.endswith("is under review") and "reviewers score it" in last.body
+
+
+def test_an_application_as_the_api_shows_it(wf, ledger):
+    app = under_review(wf)
+    wf.decide("sec", app, "approved", T0 + 3 * 24 * H, terms="<b>terms</b>")
+    with ledger.session() as db:
+        view = application_view(db, db.get(Application, app), T0 + 10 * 24 * H)
+    assert (view["status"], view["age_days"], view["project"]) == (
+        "approved",
+        10,
+        "protein-folding-for-hong-kong",
+    )
+    assert view["members"] == [
+        {"username": "ann", "email": "ann@uni.hk", "role": "pi"},
+        {"username": "bo", "email": "bo@uni.hk", "role": "member"},
+    ]
+    assert view["cost"] == {"list_cents": 100_000, "subsidy_cents": 70_000, "copay_cents": 30_000}
+    assert view["decision"]["amount_cents"] == 70_000
+    assert view["decision"]["terms"] == "<b>terms</b>"
+    assert view["decision"]["compute"] == {"h100.1g.10gb": 100}

@@ -7,6 +7,10 @@ after declaring a conflict; the secretariat and staff every application that has
 submitted (a draft is its applicant's until then). Anyone else sees nothing, and the API
 answers 404 rather than reveal that an application exists.
 
+Change requests and progress reports: a project's PI sees their project's; the secretariat and
+staff all of them; the committee every progress report and the change requests that name them
+as reviewer.
+
 Scores: the secretariat and staff see every reviewer's scores but a conflicted reviewer's, and
 the weighted totals; a reviewer sees only their own, and nothing after a conflict; an applicant
 sees none.
@@ -28,8 +32,17 @@ from sqlalchemy import and_, exists, or_, select
 from slicehub.common.money import subsidy_of
 
 from ..errors import LedgerError
-from ..models import Price, Scheme
-from .models import Application, ReviewerAssignment, Score
+from ..models import Price, Project, Scheme
+from .models import (
+    Application,
+    ApplicationMember,
+    ApplicationRequest,
+    ChangeRequest,
+    Decision,
+    ProgressReport,
+    ReviewerAssignment,
+    Score,
+)
 from .states import DRAFT
 
 SECRETARIAT, COMMITTEE, STAFF = "secretariat", "committee", "staff"
@@ -176,3 +189,98 @@ def weighted_score(scores: Mapping[str, tuple[int, str]], weights: Mapping[str, 
     if not weights or set(weights) - set(scores):
         return None
     return sum(weights[k] * scores[k][0] for k in weights) // 10
+
+
+def visible_change_requests(db, user: str, roles: Collection[str]) -> list[tuple]:
+    """(change request, project slug) that `user` may see, oldest first."""
+    q = (
+        select(ChangeRequest, Project.slug)
+        .join(Project, Project.id == ChangeRequest.project_id)
+        .order_by(ChangeRequest.id)
+    )
+    if not (SECRETARIAT in roles or STAFF in roles):
+        mine = Project.pi == user
+        q = q.where(or_(mine, ChangeRequest.reviewer == user) if COMMITTEE in roles else mine)
+    return [tuple(r) for r in db.execute(q)]
+
+
+def visible_reports(db, user: str, roles: Collection[str]) -> list[tuple]:
+    """(progress report, project slug) that `user` may see, oldest period first."""
+    q = (
+        select(ProgressReport, Project.slug)
+        .join(Project, Project.id == ProgressReport.project_id)
+        .order_by(ProgressReport.period_start, ProgressReport.id)
+    )
+    if not ({SECRETARIAT, STAFF, COMMITTEE} & set(roles)):
+        q = q.where(Project.pi == user)
+    return [tuple(r) for r in db.execute(q)]
+
+
+def _when(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def application_view(db, app: Application, now: datetime) -> dict:
+    """Application `app` as plain JSON-ready data (money in cents, times ISO 8601): its
+    fields, its age in days since submission (or creation), team, compute request with its
+    cost at today's list prices, and its decision."""
+    members = db.execute(
+        select(ApplicationMember.username, ApplicationMember.email, ApplicationMember.role)
+        .where(ApplicationMember.application_id == app.id)
+        .order_by(ApplicationMember.id)
+    ).all()
+    requests = db.scalars(
+        select(ApplicationRequest)
+        .where(ApplicationRequest.application_id == app.id)
+        .order_by(ApplicationRequest.slice_type)
+    ).all()
+    prices = list_prices(db, now)
+    priced = [(r.slice_type, r.gpu_hours) for r in requests if r.slice_type in prices]
+    cost = cost_of_request(priced, prices, app.rate_bp)
+    decision = db.scalar(select(Decision).where(Decision.application_id == app.id))
+    return {
+        "id": app.id,
+        "scheme": db.get(Scheme, app.scheme_id).name,
+        "applicant": app.applicant,
+        "email": app.email,
+        "organisation": app.organisation,
+        "org_type": app.org_type,
+        "title": app.title,
+        "abstract": app.abstract,
+        "ai_area": app.ai_area,
+        "period_start": _when(app.period_start),
+        "period_end": _when(app.period_end),
+        "rate_bp": app.rate_bp,
+        "status": app.status,
+        "created_at": _when(app.created_at),
+        "submitted_at": _when(app.submitted_at),
+        "decided_at": _when(app.decided_at),
+        "age_days": (now - (app.submitted_at or app.created_at)).days,
+        "project": db.scalar(select(Project.slug).where(Project.id == app.project_id))
+        if app.project_id
+        else None,
+        "members": [{"username": u, "email": e, "role": r} for u, e, r in members],
+        "requests": [
+            {"slice_type": r.slice_type, "gpu_hours": r.gpu_hours, "justification": r.justification}
+            for r in requests
+        ],
+        "cost": {
+            "list_cents": cost.list_cents,
+            "subsidy_cents": cost.subsidy_cents,
+            "copay_cents": cost.copay_cents,
+        },
+        "decision": None
+        if decision is None
+        else {
+            "outcome": decision.outcome,
+            "amount_cents": decision.amount_cents,
+            "rate_bp": decision.rate_bp,
+            "compute": json.loads(decision.compute),
+            "valid_from": _when(decision.valid_from),
+            "valid_until": _when(decision.valid_until),
+            "terms": decision.terms,
+            "reasons": decision.reasons,
+            "decided_by": decision.decided_by,
+            "decided_at": _when(decision.decided_at),
+        },
+    }
