@@ -61,6 +61,7 @@ from .meter_loop import HubClient, Meter
 from .metrics import LedgerCollector
 from .reader import LedgerReader
 from .scheme.mailer import Mailer
+from .scheme.routes import routes as scheme_routes
 from .site_parking import SiteParking, read_site_parking
 from .site_prices import SitePriceError, read_list_prices
 
@@ -111,6 +112,7 @@ def make_app(
             (route("usage"), pages.UsagePage),
             (route("staff"), pages.StaffPage),
             (route("oauth_callback"), HubOAuthCallbackHandler),
+            *scheme_routes(route),
         ],
         ledger=ledger,
         reader=LedgerReader(ledger),
