@@ -4,9 +4,10 @@ Decides how what staff type becomes ledger calls: money, times and rates are par
 checked first (`slicehub.quota.cli_input`), a class roster is read and checked in full, and only
 then is the ledger opened. Every verb that writes does so in one database transaction (see
 `Ledger.transaction`), so a refused or failed command leaves the ledger as it was. The read-only
-verbs (projects, balance, audit, statements, reports) are `slicehub.quota.cli_reports`. It
-does not decide who may do what: whoever can run this command and reach the database is staff;
-`--actor` names them in the audit log.
+verbs (projects, balance, audit, statements, reports) are `slicehub.quota.cli_reports`; the
+scheme's workflow (`slicehub admin scheme criteria`, `slicehub scheme …`) is
+`slicehub.quota.scheme.cli`. It does not decide who may do what: whoever can run this command
+and reach the database is staff; `--actor` names them in the audit log.
 
 Errors are one sentence on stderr and exit status 2. The ledger itself (slicehub.quota.ledger)
 decides every rule about money; this module only refuses what cannot be meant (a negative amount, a
@@ -62,6 +63,7 @@ from .cli_reports import (
 from .errors import MAX_CENTS, LedgerError
 from .ledger import Ledger
 from .roster import RosterError, read_roster
+from .scheme.cli import add_scheme_commands
 from .statement_render import hkt, rate_text
 
 FORMATS = """\
@@ -432,6 +434,13 @@ def add_commands(sub) -> None:
     p.add_argument("name", type=_arg(parse_text, "scheme name", 100))
     p.add_argument("--rate", required=True, type=_arg(parse_rate), help="e.g. 70%% or 0.7")
     p.add_argument("--fund", required=True, type=money("fund"), metavar="HK$")
+    workflow = _group(
+        sub,
+        "scheme",
+        "the scheme's workflow, for its secretariat: applications, reviews, decisions, change "
+        "requests, progress reports",
+    )
+    add_scheme_commands(scheme, workflow, _leaf, _arg)
 
     project = _group(admin, "project", "projects")
     p = _leaf(project, "add", _project_add, "add a project under a scheme", check=_check_project)
