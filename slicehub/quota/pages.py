@@ -348,7 +348,11 @@ def render(template: str, **ns) -> str:
 
 
 class PageHandler(QuotaHandler):
-    """An HTML page of the service: errors are pages with a sentence too, not JSON."""
+    """An HTML page of the service: errors are pages with a sentence too, not JSON. `root` is
+    what the layout's links to the service's pages start with: "" for the pages at the
+    service's top (relative links), the service's prefix for pages deeper down."""
+
+    root = ""
 
     def page(self, template: str, **ns) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
@@ -359,6 +363,7 @@ class PageHandler(QuotaHandler):
                 user=self.current_user["name"],
                 is_staff=self.is_staff(),
                 hub_home=self.hub_auth.hub_prefix + "home",
+                root=self.root,
                 **ns,
             )
         )
@@ -380,6 +385,7 @@ class PageHandler(QuotaHandler):
                 is_staff=STAFF in who.get("scopes", ()),
                 page="",
                 hub_home=self.hub_auth.hub_prefix + "home",
+                root=self.root,
             )
         )
 
