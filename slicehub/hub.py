@@ -224,12 +224,13 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
     ]
     c.JupyterHub.custom_scopes = CUSTOM_SCOPES
     c.JupyterHub.load_roles = [
-        # the quota service stops servers whose session ended, sees which servers run, and
-        # reads a user's groups (a project's member group) for requests made with their token
+        # the quota service stops servers whose session ended, sees which servers run, reads
+        # a user's groups (a project's member group) for requests made with their token, and
+        # asks whether a name is a hub user (a scheme application's team members, reviewers)
         {
             "name": "quota-service",
             "services": ["quota"],
-            "scopes": ["servers", "list:users", "read:users:groups"],
+            "scopes": ["servers", "list:users", "read:users:groups", "read:users:name"],
         },
         {
             "name": "slicehub-spawner",

@@ -94,7 +94,9 @@ class QuotaHandler(HubOAuthenticated, web.RequestHandler):
 
     def write_error(self, status_code, **kwargs):
         exc = kwargs.get("exc_info", (None, None, None))[1]
-        message = exc.log_message if isinstance(exc, web.HTTPError) and exc.log_message else None
+        message = None
+        if isinstance(exc, web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args  # tornado doubles a '%' of a message alone
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"status": status_code, "message": message or self._reason}))
 

@@ -15,8 +15,9 @@ retried with backoff while the database is unreachable), `seed` (the demo's ledg
 price, or the service stops with a sentence naming the file, the types and the fix; JupyterHub
 stops when a managed service exits during its start-up, so the hub's log shows that sentence).
 Then it serves the REST API and the pages (`make_app`) and runs the metering loop
-(`slicehub.quota.meter_loop.Meter`) and the mailer (`slicehub.quota.scheme.mailer.Mailer`, the
-outbox's e-mails) until SIGTERM or SIGINT (the hub stopping it) or until the hub
+(`slicehub.quota.meter_loop.Meter`), the mailer (`slicehub.quota.scheme.mailer.Mailer`, the
+outbox's e-mails) and the scheme's progress reports' opener (`scheme.report_loop.ReportOpener`,
+every --report-interval seconds) until SIGTERM or SIGINT (the hub stopping it) or until the hub
 that started it is gone (`slicehub.common.hub_watch.hub_gone`): a hub killed with `kill -9` sends
 nothing, so the service watches for it and exits within a second or so, never to meter beside the
 quota service of the next hub. The two may overlap for that second; metering is idempotent (a tick
@@ -56,11 +57,13 @@ from . import api, idle_api, pages
 from .demo import missing_prices, seed_if_empty
 from .hold_queue import HoldQueue
 from .hub_groups import UserGroups
+from .hub_users import HubUsers
 from .ledger import Ledger
 from .meter_loop import HubClient, Meter
 from .metrics import LedgerCollector
 from .reader import LedgerReader
 from .scheme.mailer import Mailer
+from .scheme.report_loop import ReportOpener
 from .scheme.routes import routes as scheme_routes
 from .site_parking import SiteParking, read_site_parking
 from .site_prices import SitePriceError, read_list_prices
@@ -118,6 +121,7 @@ def make_app(
         reader=LedgerReader(ledger),
         holds=HoldQueue(ledger),
         groups=UserGroups(hub),
+        users=HubUsers(hub),
         site_parking=site_parking or SiteParking(),
         readings=readings,
         registry=registry,
@@ -235,10 +239,21 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         """,
     )
 
+    report_interval = Float(
+        300,
+        config=True,
+        help="""Seconds between passes that open the scheme's progress reports whose period
+        has ended (each with its mail to the PI).
+
+        Default: 300. Example: 60.
+        """,
+    )
+
     aliases = {
         "ledger-url": "SlicehubQuota.ledger_url",
         "meter-interval": "SlicehubQuota.meter_interval",
         "mail-interval": "SlicehubQuota.mail_interval",
+        "report-interval": "SlicehubQuota.report_interval",
         "deployment": "SlicehubQuota.deployment_file",
         "orphan-grace": "SlicehubQuota.orphan_grace",
         "site": "SlicehubQuota.site_file",
@@ -272,7 +287,7 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
     def _deployment_file_default(self) -> str:
         return Settings().deployment_path
 
-    @validate("meter_interval", "mail_interval")
+    @validate("meter_interval", "mail_interval", "report_interval")
     def _positive_interval(self, proposal) -> float:
         if proposal.value <= 0:
             raise TraitError(
@@ -405,9 +420,11 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         server.listen(url.port, url.hostname)
         meter = Meter(self.ledger, hub, self.meter_interval, self.orphan_grace)
         mailer = Mailer(self.ledger, self.smtp, self.mail_interval)
+        reports = ReportOpener(self.ledger, self.report_interval)
         settle_memory()
         task = asyncio.create_task(meter.run())
         mailing = asyncio.create_task(mailer.run())
+        opening = asyncio.create_task(reports.run())
         done = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -418,8 +435,10 @@ python -m slicehub.quota.service --config=/etc/slicehub/quota_config.py
         watch.cancel()
         task.cancel()
         mailer.stop()  # after the message being sent, which is then recorded
+        reports.stop()  # after the pass in progress, which is one transaction
         server.stop()
         await mailing
+        await opening
         await app.settings["holds"].close()
         self.ledger.dispose()
 

@@ -45,7 +45,7 @@ def _iso(moment: datetime | None) -> str:
     return moment.astimezone(CENTRE_TZ).replace(microsecond=0).isoformat() if moment else ""
 
 
-def _text_cell(value: str) -> str:
+def text_cell(value: str) -> str:
     """Text a spreadsheet must not run as a formula (names are typed by people)."""
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
@@ -97,7 +97,7 @@ def statement_csv(st: MonthlyStatement) -> str:
                 money_plain(r.amounts.list_cents),
                 money_plain(r.amounts.subsidy_cents),
                 money_plain(r.amounts.copay_cents),
-                _text_cell(r.stop_reason),
+                text_cell(r.stop_reason),
                 *_idle_cells(r.idle),
             ]
         )
@@ -151,11 +151,11 @@ def scheme_report_csv(reports: list[SchemeReport]) -> str:
         for x in rep.lines:
             w.writerow(
                 [
-                    _text_cell(rep.name),
+                    text_cell(rep.name),
                     x.slug,
-                    _text_cell(x.name),
-                    _text_cell(x.organisation),
-                    _text_cell(x.pi),
+                    text_cell(x.name),
+                    text_cell(x.organisation),
+                    text_cell(x.pi),
                     "yes" if x.is_course else "no",
                     money_plain(x.grants_awarded_cents),
                     money_plain(x.balance.grants_cents),
@@ -170,7 +170,7 @@ def scheme_report_csv(reports: list[SchemeReport]) -> str:
         t = rep.totals
         w.writerow(
             [
-                _text_cell(rep.name),
+                text_cell(rep.name),
                 "total",
                 "",
                 "",
