@@ -16,12 +16,9 @@ import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from tornado import web
-
 from slicehub.common import clock
 from slicehub.common.durations import duration_text
 from slicehub.common.money import format_money
-from slicehub.common.quota_client import QuotaClient
 
 from .cluster_plan import GIB, ClusterPlan
 from .slice_env import SliceEnv
@@ -165,6 +162,12 @@ class SliceSession:
         base, token = self._env.get("SLICEHUB_QUOTA_URL"), self._env.get("JUPYTERHUB_API_TOKEN")
         if not (base and token and self.slice.ledger_session):
             return None
+        # imported here, not at the kernel's start: the quota client brings jupyterhub.utils
+        # (0.33 s of every kernel start, bench/results/kernel_start.md) for `%slicehub` alone
+        from tornado import web
+
+        from slicehub.common.quota_client import QuotaClient
+
         quota = QuotaClient(base, token, QUOTA_TIMEOUT_S)
         user = self._env.get("JUPYTERHUB_USER", "")
         try:
