@@ -39,6 +39,7 @@ _ACCOUNT = re.compile(r"[a-z0-9_][a-z0-9_.-]{0,63}")
 # Lower case only: sacct prints TRES names lower-cased (H100-7g.80gb -> gres/gpu:h100-7g.80gb).
 _GRES_TYPE = re.compile(r"[a-z0-9][a-z0-9._-]{0,31}")
 _JOB_ID = re.compile(r"[1-9][0-9]{0,9}")
+_RESERVATION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _EXECUTABLE = re.compile(r"[a-z]+|/[A-Za-z0-9._/-]{1,255}")
 _PATH_COMPONENT = re.compile(r"[A-Za-z0-9._@+-]+")
 # sbatch replaces these in --output: job id, job name, user, array master id and index, node.
@@ -181,6 +182,16 @@ def check_job_name(value: object) -> str:
     )
 
 
+def check_reservation(value: object) -> str:
+    """A Slurm advance reservation's name; ValueError naming the rule otherwise."""
+    return _check_text(
+        "reservation",
+        value,
+        _RESERVATION,
+        "use 1-128 characters of A-Z a-z 0-9 . _ -, starting with a letter or digit",
+    )
+
+
 def _slurm_time(field_name: str, value: object) -> str:
     if not isinstance(value, datetime) or value.tzinfo is not None:
         raise ValueError(
@@ -204,6 +215,7 @@ def sbatch_argv(
     chdir: str,
     gres: Sequence[tuple[str, int]] = (),
     account: str | None = None,
+    reservation: str | None = None,
     requeue: bool = False,
     executable: str = "sbatch",
 ) -> list[str]:
@@ -212,7 +224,8 @@ def sbatch_argv(
     ``gres`` holds (slice type, count) pairs, e.g. ``[("1g.10gb", 1)]`` -> ``--gres=gpu:1g.10gb:1``.
     ``output`` may use sbatch's ``%j`` (job id), ``%x`` (job name), ``%u`` (user). A job is not
     requeued after a node failure unless ``requeue``: a notebook server restarted behind the
-    hub's back would hold a slice nobody uses.
+    hub's back would hold a slice nobody uses. A job with ``reservation`` runs only in that
+    advance reservation (a class window's).
     """
     argv = [
         _check_executable(executable),
@@ -222,6 +235,8 @@ def sbatch_argv(
     ]
     if account is not None:
         argv.append("--account=" + check_account(account))
+    if reservation is not None:
+        argv.append("--reservation=" + check_reservation(reservation))
     if gres:
         argv.append("--gres=" + ",".join(_gres_items(gres)))
     argv += [

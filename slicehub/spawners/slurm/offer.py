@@ -27,7 +27,7 @@ log = logging.getLogger("slicehub.slurm")
 MIB = 1024**2
 
 
-def _fits(st: SliceType, where: SlurmSliceType, node: sa.NodeResources, free: bool) -> int:
+def slices_on_node(st: SliceType, where: SlurmSliceType, node: sa.NodeResources, free: bool) -> int:
     """How many slices of this type the node holds (free: now; else: when empty)."""
     mem_mb = math.ceil(st.memory_bytes / MIB)
     if free:
@@ -50,8 +50,8 @@ def availability(site: Site, nodes: Mapping[str, sa.NodeResources]) -> list[Avai
     for name, st in site.slice_types.items():
         where = site.slurm.slice_types[name]
         members = [n for n in nodes.values() if where.partition in n.partitions]
-        free = sum(_fits(st, where, n, True) for n in members if n.usable)
-        capacity = sum(_fits(st, where, n, False) for n in members)
+        free = sum(slices_on_node(st, where, n, True) for n in members if n.usable)
+        capacity = sum(slices_on_node(st, where, n, False) for n in members)
         rows.append(Availability(st, free, capacity))
     return rows
 
@@ -88,7 +88,7 @@ def contradictions(site: Site, nodes: Mapping[str, sa.NodeResources]) -> list[Si
                     )
                 )
                 continue
-        if not any(_fits(st, where, n, False) for n in members):
+        if not any(slices_on_node(st, where, n, False) for n in members):
             problems.append(
                 SiteError(
                     site.path,
