@@ -80,11 +80,6 @@ SCRIPT=ldap.sh
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-log_tail() {
-	[[ -r $1 ]] && tail -n 15 "$1" | sed 's/^/    /'
-	return 0
-}
-
 validate_settings() {
 	if ! [[ $PORT =~ ^[1-9][0-9]{0,4}$ ]] || ((PORT > 65535)); then
 		die 1 "SLICEHUB_LDAP_PORT must be a port number, not '$PORT'"
@@ -225,16 +220,6 @@ print_env() {
 
 # ---- checks (any user) --------------------------------------------------------------------------
 
-# The pid in `pidfile` when that process runs and its command name is `comm`.
-live_pid() {
-	local pidfile=$1 comm=$2 pid
-	[[ -r $pidfile ]] || return 1
-	pid=$(<"$pidfile")
-	# /proc, not kill -0: a warm check by another user may not signal openldap's slapd.
-	[[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]] || return 1
-	echo "$pid"
-}
-
 binds() {
 	ldapwhoami -x -H "$URL" -o nettimeout=3 -D "$1" -w "$2" >/dev/null 2>&1
 }
@@ -260,27 +245,6 @@ warm() {
 }
 
 # ---- root: install, load, start, stop -----------------------------------------------------------
-
-install_packages() {
-	local packages=("$@") missing=() p candidate
-	for p in "${packages[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-	done
-	((${#missing[@]} == 0)) && return 0
-	command -v apt-get >/dev/null 2>&1 || die 3 "${missing[*]} not installed and there is no apt-get"
-	export DEBIAN_FRONTEND=noninteractive
-	candidate=$(apt-cache policy "${missing[0]}" 2>/dev/null | awk '/Candidate:/ {print $2}')
-	if [[ -z $candidate || $candidate == "(none)" ]]; then
-		quietly apt-get update -qq || die 3 "apt-get update failed"
-	fi
-	# Lists older than the mirror name files that are gone: update once, then try again.
-	# 9>&- : a service that a package's postinst starts must not inherit the lock.
-	if ! quietly apt-get install -y -qq --no-install-recommends "${missing[@]}" 9>&-; then
-		quietly apt-get update -qq || die 3 "apt-get update failed"
-		quietly apt-get install -y -qq --no-install-recommends "${missing[@]}" 9>&- ||
-			die 3 "apt-get install ${missing[*]} failed"
-	fi
-}
 
 stop_slapd() {
 	local pid deadline

@@ -69,12 +69,6 @@ SCRIPT=slurm.sh
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# The last lines of a daemon's log, for a failure message.
-log_tail() {
-	[[ -r $1 ]] && tail -n 15 "$1" | sed 's/^/    /'
-	return 0
-}
-
 # This machine's name: the controller's host and every node's NodeHostname.
 host_name() {
 	local host
@@ -340,16 +334,6 @@ accounting_on() {
 
 # ---- daemons -----------------------------------------------------------------------------------
 
-# The pid in `pidfile` when that process runs and its command name is `comm`.
-live_pid() {
-	local pidfile=$1 comm=$2 pid
-	[[ -r $pidfile ]] || return 1
-	pid=$(<"$pidfile")
-	# /proc, not kill -0: a warm check by another user may not signal root's daemons.
-	[[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]] || return 1
-	echo "$pid"
-}
-
 stop_daemon() {
 	local pidfile=$1 comm=$2 pid deadline
 	pid=$(live_pid "$pidfile" "$comm") || {
@@ -519,27 +503,6 @@ print_env() {
 		SLICEHUB_SLURM_NODES "$NODE_COUNT" SLICEHUB_SLURM_NODE_NAMES "$(node_names | paste -sd,)" \
 		SLICEHUB_SLURM_CLUSTER "$CLUSTER" SLICEHUB_SLURM_GRES "$GRES_SPEC" \
 		SLICEHUB_SLURM_ACCOUNTING "$accounting" SLICEHUB_SLURM_CGROUP "$USE_CGROUP"
-}
-
-install_packages() {
-	local packages=("$@") missing=() p candidate
-	for p in "${packages[@]}"; do
-		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-	done
-	((${#missing[@]} == 0)) && return 0
-	command -v apt-get >/dev/null 2>&1 || die 3 "${missing[*]} not installed and there is no apt-get"
-	export DEBIAN_FRONTEND=noninteractive
-	candidate=$(apt-cache policy "${missing[0]}" 2>/dev/null | awk '/Candidate:/ {print $2}')
-	if [[ -z $candidate || $candidate == "(none)" ]]; then
-		quietly apt-get update -qq || die 3 "apt-get update failed"
-	fi
-	# Lists older than the mirror name files that are gone: update once, then try again.
-	# 9>&- : a service that a package's postinst starts must not inherit the lock.
-	if ! quietly apt-get install -y -qq --no-install-recommends "${missing[@]}" 9>&-; then
-		quietly apt-get update -qq || die 3 "apt-get update failed"
-		quietly apt-get install -y -qq --no-install-recommends "${missing[@]}" 9>&- ||
-			die 3 "apt-get install ${missing[*]} failed"
-	fi
 }
 
 # dev/NODE/gpuI, I counted per node as on a real node; the minor number is unique on the
