@@ -246,24 +246,6 @@ warm() {
 
 # ---- root: install, load, start, stop -----------------------------------------------------------
 
-stop_slapd() {
-	local pid deadline
-	pid=$(live_pid "$RUN/slapd.pid" slapd) || {
-		rm -f "$RUN/slapd.pid"
-		return 0
-	}
-	kill -TERM "$pid" 2>/dev/null || true
-	deadline=$((SECONDS + STOP_TIMEOUT_S))
-	while kill -0 "$pid" 2>/dev/null; do
-		if ((SECONDS >= deadline)); then
-			kill -KILL "$pid" 2>/dev/null || true
-			break
-		fi
-		sleep 0.1
-	done
-	rm -f "$RUN/slapd.pid"
-}
-
 # "uid {SSHA}..." for each person, from slappasswd.
 password_hashes() {
 	local row uid password hash
@@ -332,7 +314,7 @@ start() {
 		[[ -r $SCHEMA_DIR/inetorgperson.schema && -e $MODULE_DIR/back_mdb.so ]] ||
 			die 1 "$SCHEMA_DIR/*.schema or $MODULE_DIR/back_mdb.so missing after installing slapd"
 
-		stop_slapd
+		stop_daemon "$RUN/slapd.pid" slapd
 		load
 		# In the foreground (-d) under its own session: its debug output is the log.
 		: >"$LOG/slapd.log"
@@ -368,7 +350,7 @@ stop() {
 	((EUID == 0)) || die 3 "stopping the test directory needs root: sudo $0 stop"
 	exec 9>"$LOCK_FILE"
 	flock 9
-	stop_slapd
+	stop_daemon "$RUN/slapd.pid" slapd
 	echo "$SCRIPT: stopped slapd" >&2
 }
 

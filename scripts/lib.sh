@@ -1,4 +1,4 @@
-# Shell helpers shared by the project's service scripts (postgres.sh, slurm.sh, ldap.sh, ...). Sourced, not run.
+# Shell helpers shared by the project's service scripts (postgres.sh, slurm.sh, ldap.sh, chromium.sh). Sourced, not run.
 # The sourcing script sets SCRIPT to its own name first, for the messages.
 
 die() {
@@ -35,6 +35,26 @@ live_pid() {
 	# /proc, not kill -0: a warm check by another user may not signal another user's daemon.
 	[[ $pid =~ ^[0-9]+$ && $(cat "/proc/$pid/comm" 2>/dev/null) == "$comm" ]] || return 1
 	echo "$pid"
+}
+
+# Stops the `comm` process named in `pidfile`: TERM, then KILL after STOP_TIMEOUT_S (set by
+# the sourcing script); removes the pid file.
+stop_daemon() {
+	local pidfile=$1 comm=$2 pid deadline
+	pid=$(live_pid "$pidfile" "$comm") || {
+		rm -f "$pidfile"
+		return 0
+	}
+	kill -TERM "$pid" 2>/dev/null || true
+	deadline=$((SECONDS + STOP_TIMEOUT_S))
+	while kill -0 "$pid" 2>/dev/null; do
+		if ((SECONDS >= deadline)); then
+			kill -KILL "$pid" 2>/dev/null || true
+			break
+		fi
+		sleep 0.1
+	done
+	rm -f "$pidfile"
 }
 
 # Debian packages that are not installed yet, with apt-get (root).

@@ -334,24 +334,6 @@ accounting_on() {
 
 # ---- daemons -----------------------------------------------------------------------------------
 
-stop_daemon() {
-	local pidfile=$1 comm=$2 pid deadline
-	pid=$(live_pid "$pidfile" "$comm") || {
-		rm -f "$pidfile"
-		return 0
-	}
-	kill -TERM "$pid" 2>/dev/null || true
-	deadline=$((SECONDS + STOP_TIMEOUT_S))
-	while kill -0 "$pid" 2>/dev/null; do
-		if ((SECONDS >= deadline)); then
-			kill -KILL "$pid" 2>/dev/null || true
-			break
-		fi
-		sleep 0.1
-	done
-	rm -f "$pidfile"
-}
-
 # Polls `check` every 0.2 s until it succeeds or `seconds` pass.
 wait_for() {
 	local seconds=$1 deadline
