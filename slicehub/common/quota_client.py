@@ -91,9 +91,13 @@ class QuotaClient:
         return (await self._call("GET", f"api/projects?{query}"))["projects"]
 
     async def session(self, session_id: int, user: str) -> dict | None:
-        """The ledger's view of `user`'s active session `session_id` (None: not active)."""
+        """The ledger's view of `user`'s active session `session_id` (None: not active): for a
+        pre-warmed server its student claimed, the student's session it was handed to."""
         found = await self._call("GET", f"api/sessions?user={quote(user)}&active=1")
-        return next((s for s in found["sessions"] if s["id"] == session_id), None)
+        return next(
+            (s for s in found["sessions"] if session_id in (s["id"], s.get("claimed_from"))),
+            None,
+        )
 
     async def last_session(self, user: str, server_name: str) -> dict | None:
         """The newest session of `user`'s server `server_name`, active or ended (None: none)."""
@@ -131,23 +135,30 @@ class QuotaClient:
         minutes,
         deferred: bool = False,
         groups: Iterable[str] = (),
+        prewarm_window: int | None = None,
     ) -> dict:
         """Hold the cost of `minutes` on `slice_type`. `deferred`: the server waits in a
         batch queue first; metering starts with `begin`, so queued time is not charged.
-        `groups`: the user's hub groups (they may be a member through a project's group)."""
-        return await self._call(
-            "POST",
-            "api/holds",
-            {
-                "project": project,
-                "user": user,
-                "server_name": server_name,
-                "slice_type": slice_type,
-                "duration_minutes": minutes,
-                "deferred": deferred,
-                "groups": group_names(groups),
-            },
-        )
+        `groups`: the user's hub groups (they may be a member through a project's group).
+        `prewarm_window`: a server pre-warmed for that class window of course `project`
+        (held on the course's pre-warm payer until its student claims it)."""
+        body = {
+            "project": project,
+            "user": user,
+            "server_name": server_name,
+            "slice_type": slice_type,
+            "duration_minutes": minutes,
+            "deferred": deferred,
+            "groups": group_names(groups),
+        }
+        if prewarm_window is not None:
+            body["prewarm_window"] = prewarm_window
+        return await self._call("POST", "api/holds", body)
+
+    async def claim(self, session_id: int) -> dict:
+        """The server's own user claims its pre-warmed session (the server's token): the
+        student's own session, or the refusal (425: the class has not started yet)."""
+        return await self._call("POST", f"api/sessions/{int(session_id)}/claim", {})
 
     async def begin(self, session_id: int) -> dict:
         """The deferred session's server has started: metering starts now."""

@@ -41,6 +41,7 @@ HOLD_KEYS = {
     "duration_minutes",
     "deferred",
     "groups",
+    "prewarm_window",  # a pre-warmed class server (slicehub.quota.prewarm)
 }
 MAX_GROUPS = 1000  # a user's hub groups in one request: far above a directory's usual few dozen
 
@@ -216,6 +217,9 @@ class HoldsHandler(QuotaHandler):
         if not isinstance(deferred, bool):
             raise web.HTTPError(400, "deferred must be true or false.")
         groups = parse_groups(data.get("groups", []))
+        window = data.get("prewarm_window")
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int)):
+            raise web.HTTPError(400, "prewarm_window must be a class window's id (a number).")
         request = HoldRequest(
             data["project"],
             data["user"],
@@ -225,6 +229,7 @@ class HoldsHandler(QuotaHandler):
             clock.utcnow(),
             deferred,
             groups,
+            window,
         )
         try:
             session = await self.settings["holds"].hold(request)

@@ -52,6 +52,7 @@ from .cli_input import (
     parse_window,
 )
 from .cli_parking import add_parking_options, check_parking, project_parking
+from .cli_prewarm import add_prewarm_options, check_prewarm, course_prewarm
 from .cli_reports import (
     check_output,
     show_audit,
@@ -555,6 +556,14 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--window", required=True, action="append", type=_arg(parse_window), metavar="START/END"
     )
+    p = _leaf(
+        course,
+        "prewarm",
+        course_prewarm,
+        "start a course's servers before each class window, or stop doing so",
+        check=check_prewarm,
+    )
+    add_prewarm_options(p, _arg)
 
     _leaf(admin, "projects", show_projects, "list projects with their subsidy left", actor=False)
     p = _leaf(admin, "balance", show_balance, "show a project's balance", actor=False)

@@ -35,6 +35,7 @@ from slicehub.common.durations import duration_text, duration_words
 from slicehub.common.money import format_money, subsidy_of
 
 from .errors import LedgerError
+from .prewarm import PrewarmPolicy, check_prewarm_hold
 
 if TYPE_CHECKING:
     from .models import Project, Session
@@ -51,6 +52,9 @@ class HoldRequest:
     now: datetime
     deferred: bool = False  # metered from `Ledger.begin` (a batch job's start), not from now
     groups: frozenset[str] = frozenset()  # the user's hub groups, as the spawner knows them
+    # a server pre-warmed for class window `prewarm_window` of course `project`, held on the
+    # course's pre-warm payer (`slicehub.quota.prewarm`); None: the user's own session
+    prewarm_window: int | None = None
 
 
 ROW = "row"  # a membership from a member row; one from a group is "group:<its name>"
@@ -105,6 +109,8 @@ class HeldSession:
     idle_warned_at: datetime | None = None
     idle_park_at: datetime | None = None
     idle_seconds: int = 0
+    prewarm_window_id: int | None = None  # a pre-warmed server's class window
+    handed_to: int | None = None  # (a new session is handed to nobody)
     id: int = 0
     via: str = ROW  # how the user was a member (`MemberRow.via`); not a column: audited
 
@@ -125,6 +131,8 @@ class ProjectState:
     members: dict[str, MemberRow] = field(default_factory=dict)
     member_used: dict[str, int] = field(default_factory=dict)  # subsidy charged + held
     windows: list[tuple[datetime, datetime]] = field(default_factory=list)
+    window_ids: dict[int, tuple[datetime, datetime]] = field(default_factory=dict)
+    prewarm: PrewarmPolicy | None = None  # a course that pre-warms its servers
 
     def __post_init__(self):
         self.allowed = json.loads(self.row.allowed_slice_types)
@@ -144,38 +152,64 @@ class ProjectState:
 
 
 def decide(
-    r: HoldRequest, p: ProjectState | None, book: PriceBook, known: int, busy: set
+    r: HoldRequest,
+    p: ProjectState | None,
+    book: PriceBook,
+    known: int,
+    busy: set,
+    course: ProjectState | None = None,
 ) -> HeldSession:
     """Accept request `r` against project state `p` (None: no such project), at the prices
     known when price row `known` was the newest, or refuse it (`LedgerError`). An accepted
-    hold moves `p` and `busy` (the (user, server name) pairs with an active session) along."""
+    hold moves `p` and `busy` (the (user, server name) pairs with an active session) along.
+
+    A pre-warm request (`r.prewarm_window`) is decided against its `course`'s roster, window
+    and pre-warming (`slicehub.quota.prewarm.check_prewarm_hold`) and held on `p`, the course's
+    pre-warm payer, with no member cap: the student it waits for pays nothing for it."""
     if r.duration <= timedelta(0):
         raise LedgerError("A session must last longer than zero.")
-    if p is None:
-        raise LedgerError(f"There is no project {r.project!r}.", 404)
-    row, now = p.row, r.now
-    member = p.member(r.username, r.groups)
-    if member is None:
-        raise LedgerError(f"{r.username} is not a member of project {r.project}.", 403)
+    now = r.now
+    member: MemberRow | None = None
+    if r.prewarm_window is not None:
+        if course is None:
+            raise LedgerError(f"There is no project {r.project!r}.", 404)
+        row = course.members.get(r.username)
+        end = check_prewarm_hold(
+            course.prewarm,
+            course.window_ids.get(r.prewarm_window),
+            course.row.slug,
+            None if row is None else row.role,
+            r.username,
+            r.slice_type,
+            now,
+        )
+        if p is None:
+            raise LedgerError(f"The pre-warm payer of course {r.project} is gone.", 409)
+    else:
+        if p is None:
+            raise LedgerError(f"There is no project {r.project!r}.", 404)
+        member = p.member(r.username, r.groups)
+        if member is None:
+            raise LedgerError(f"{r.username} is not a member of project {r.project}.", 403)
+        end = now + r.duration
+    row, slug = p.row, p.row.slug
     if not row.valid_from <= now < row.valid_until:
         raise LedgerError(
-            f"Project {r.project} is valid from {row.valid_from:%Y-%m-%d} to "
+            f"Project {slug} is valid from {row.valid_from:%Y-%m-%d} to "
             f"{row.valid_until:%Y-%m-%d}; it cannot start sessions now.",
             403,
         )
     allowed = p.allowed
     if "*" not in allowed and r.slice_type not in allowed:
         raise LedgerError(
-            f"Project {r.project} may not use {r.slice_type}; it may use {', '.join(allowed)}.",
+            f"Project {slug} may not use {r.slice_type}; it may use {', '.join(allowed)}.",
             403,
         )
-    end = now + r.duration
-    if row.is_course and member.role == "student":
+    if member is not None and row.is_course and member.role == "student":
         end = _inside_class_window(p, now, end)
     if p.running >= row.max_concurrent_sessions:
         raise LedgerError(
-            f"Project {r.project} already runs {p.running} sessions, its limit; "
-            "stop one or try later.",
+            f"Project {slug} already runs {p.running} sessions, its limit; stop one or try later.",
             409,
         )
     if (r.username, r.server_name) in busy:
@@ -188,7 +222,8 @@ def decide(
         ) from None
     need = subsidy_of(hold_list, p.rate_bp)
     hold_subsidy, hold_credit = _fund(p, now, need, r.slice_type, end - now, hold_list)
-    _draw_from_cap(p, member, hold_subsidy, r.slice_type, end - now)
+    if member is not None:
+        _draw_from_cap(p, member, hold_subsidy, r.slice_type, end - now)
     p.running += 1
     p.subsidy_held += hold_subsidy
     p.credit_used += hold_credit
@@ -207,7 +242,8 @@ def decide(
         hold_credit_cents=hold_credit,
         metered_until=now,
         begun=not r.deferred,
-        via=member.via,
+        prewarm_window_id=r.prewarm_window,
+        via=ROW if member is None else member.via,
     )
 
 

@@ -92,7 +92,7 @@ class Idleness:
         q = (
             select(Session, Project)
             .join(Project, Project.id == Session.project_id)
-            .where(Session.id == session_id)
+            .where(Session.id == self.resolve(db, session_id))  # claimed: the student's
         )
         if not self._is_sqlite:
             q = q.with_for_update(of=Session)

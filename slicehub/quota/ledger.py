@@ -11,7 +11,9 @@ statements, the tests). It is put together from the ledger's parts, one job each
   (`via`, e.g. "group:proj-vision");
 - `slicehub.quota.metering.Metering`: metering, release, begin and extend;
 - `slicehub.quota.idle.Idleness`: a culler's reading of a server applied to its session, and
-  parking (a release with the reason "parked").
+  parking (a release with the reason "parked");
+- `slicehub.quota.prewarm_ledger.Prewarming`: a course's pre-warming, a student's claim of
+  their pre-warmed server, and the plan the classroom service follows.
 
 Read-only queries are `slicehub.quota.reader.LedgerReader`; refusals are
 `slicehub.quota.errors.LedgerError`, with a sentence in HK$.
@@ -37,7 +39,8 @@ from .hold import ROW, HeldSession, HoldRequest, ProjectState
 from .idle import Idleness
 from .metering import Metering
 from .models import Project, Session
-from .states import busy_servers, load_states, newest_price
+from .prewarm_ledger import Prewarming
+from .states import busy_servers, load_states, newest_price, prewarm_payers
 from .store import Store, write_group_holds, write_sessions
 
 
@@ -60,7 +63,7 @@ class Balance:
         return self.credit_limit_cents - self.credit_used_cents
 
 
-class Ledger(AdminVerbs, Metering, Idleness, Store):
+class Ledger(AdminVerbs, Metering, Idleness, Prewarming, Store):
     """The ledger at database `url` (SQLAlchemy URL; `engine_kwargs` go to the engine)."""
 
     # -- balances --------------------------------------------------------------------------
@@ -96,7 +99,11 @@ class Ledger(AdminVerbs, Metering, Idleness, Store):
                     ),
                     0,
                 ),
-            ).where(Session.project_id == p.id, Session.username == username)
+            ).where(
+                Session.project_id == p.id,
+                Session.username == username,
+                Session.prewarm_window_id.is_(None),
+            )
         ).one()
         return int(charged), int(held)
 
@@ -138,10 +145,13 @@ class Ledger(AdminVerbs, Metering, Idleness, Store):
             if r.groups:
                 groups.setdefault(r.username, set()).update(r.groups)
         with self.session.begin() as db:
+            slugs = {r.project for r in requests}
+            warming = {r.project for r in requests if r.prewarm_window is not None}
+            payers = prewarm_payers(db, warming) if warming else {}
             now = min(r.now for r in requests)  # grants still valid then are read; each
             states = load_states(  # request then counts those valid at its own moment
                 db,
-                {r.project for r in requests},
+                slugs | set(payers.values()),
                 now,
                 True,
                 self._is_sqlite,
@@ -153,8 +163,13 @@ class Ledger(AdminVerbs, Metering, Idleness, Store):
             busy = busy_servers(db, sorted({r.username for r in requests}))
             outcomes: list[HeldSession | LedgerError] = []
             for r in requests:
+                p = states.get(r.project)
+                if r.prewarm_window is not None:  # held on the course's pre-warm payer
+                    p, course = states.get(payers.get(r.project, "")), p
+                else:
+                    course = None
                 try:
-                    outcomes.append(hold.decide(r, states.get(r.project), book, known, busy))
+                    outcomes.append(hold.decide(r, p, book, known, busy, course))
                 except LedgerError as e:
                     outcomes.append(e)
             accepted = [s for s in outcomes if isinstance(s, HeldSession)]

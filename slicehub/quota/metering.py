@@ -176,46 +176,62 @@ class Metering:
         s.charged_subsidy_cents = new_subsidy
 
     def close_session(self, session_id: int, at: datetime, reason: str = "stopped") -> Session:
-        """Meter up to the stop (never past the hold's end) and release what is left."""
+        """Meter up to the stop (never past the hold's end) and release what is left. A
+        pre-warmed session its student claimed stands for the student's session it was handed
+        to (the server's spawner knows the first one only): that one is released."""
         with self.session.begin() as db:
-            s = db.get(Session, session_id, with_for_update=not self._is_sqlite)
-            if s is None:
-                raise LedgerError(f"There is no session {session_id}.", 404)
-            if s.status != "active":
-                return s
-            schedule = self._schedule(db, s.slice_type, s.prices_known)
-            # a session that never began (its job left the queue without starting) pays nothing
-            stop = max(min(at, s.end_at), s.started_at) if s.begun else s.started_at
-            if stop < s.metered_until:
-                self._reverse(db, s, schedule, stop)
-            else:
-                self._charge(db, s, schedule, stop)
-            s.status = "stopped"
-            s.stopped_at = stop
-            s.stop_reason = reason
-            _record_idle_end(s, schedule, stop)
-            pt = Project.__table__.c  # added in SQL: two releases in one project both count
-            db.execute(
-                update(Project)
-                .where(pt.id == s.project_id)
-                .values(
-                    closed_subsidy_cents=pt.closed_subsidy_cents + s.charged_subsidy_cents,
-                    closed_copay_cents=pt.closed_copay_cents
-                    + (s.charged_list_cents - s.charged_subsidy_cents),
-                    closed_credit_cents=pt.closed_credit_cents + hold.credit_taken(s),
-                )
-            )
-            self._audit(
-                db,
-                at,
-                s.username,
-                "session.release",
-                str(s.id),
-                reason=reason,
-                charged_list_cents=s.charged_list_cents,
-                charged_subsidy_cents=s.charged_subsidy_cents,
-            )
+            s = self.current_session(db, session_id)
+            if s.status == "active":
+                self.close_locked(db, s, at, reason)
         return s
+
+    def current_session(self, db, session_id: int) -> Session:
+        """Session `session_id`, or the one it was handed to when its student claimed it
+        (`slicehub.quota.prewarm`), locked for the transaction after its project (the order
+        in which holds and claims lock them), or a 404 refusal."""
+        found = db.execute(
+            select(Session.id, Session.project_id).where(Session.id == self.resolve(db, session_id))
+        ).first()
+        if found is None:
+            raise LedgerError(f"There is no session {session_id}.", 404)
+        if not self._is_sqlite:
+            db.execute(select(Project.id).where(Project.id == found.project_id).with_for_update())
+        return db.get(Session, found.id, with_for_update=not self._is_sqlite)
+
+    def close_locked(self, db, s: Session, at: datetime, reason: str) -> None:
+        """`close_session` of the active session `s`, locked, inside the caller's transaction."""
+        schedule = self._schedule(db, s.slice_type, s.prices_known)
+        # a session that never began (its job left the queue without starting) pays nothing
+        stop = max(min(at, s.end_at), s.started_at) if s.begun else s.started_at
+        if stop < s.metered_until:
+            self._reverse(db, s, schedule, stop)
+        else:
+            self._charge(db, s, schedule, stop)
+        s.status = "stopped"
+        s.stopped_at = stop
+        s.stop_reason = reason
+        _record_idle_end(s, schedule, stop)
+        pt = Project.__table__.c  # added in SQL: two releases in one project both count
+        db.execute(
+            update(Project)
+            .where(pt.id == s.project_id)
+            .values(
+                closed_subsidy_cents=pt.closed_subsidy_cents + s.charged_subsidy_cents,
+                closed_copay_cents=pt.closed_copay_cents
+                + (s.charged_list_cents - s.charged_subsidy_cents),
+                closed_credit_cents=pt.closed_credit_cents + hold.credit_taken(s),
+            )
+        )
+        self._audit(
+            db,
+            at,
+            s.username,
+            "session.release",
+            str(s.id),
+            reason=reason,
+            charged_list_cents=s.charged_list_cents,
+            charged_subsidy_cents=s.charged_subsidy_cents,
+        )
 
     def begin(self, session_id: int, at: datetime) -> Session:
         """The server of a deferred hold has started (its batch job left the queue): metering
@@ -223,9 +239,7 @@ class Metering:
         [at, at + length); if prices changed in between, the end comes earlier so that the
         session never costs more than its hold. Repeating it changes nothing."""
         with self.session.begin() as db:
-            s = db.get(Session, session_id, with_for_update=not self._is_sqlite)
-            if s is None:
-                raise LedgerError(f"There is no session {session_id}.", 404)
+            s = self.current_session(db, session_id)
             if s.begun or s.status != "active":
                 return s
             start = max(at, s.started_at)
@@ -255,6 +269,7 @@ class Metering:
         extensions and holds of one project are decided one after the other. See
         `slicehub.quota.hold.extend` for the rules."""
         with self.session.begin() as db:
+            session_id = self.resolve(db, session_id)  # a claimed pre-warmed one: the student's
             found = db.execute(
                 select(Session.username, Project.slug)
                 .join(Project, Project.id == Session.project_id)

@@ -2,10 +2,10 @@
 (`slicehub/quota/migrations`).
 
 Scheme → Project → Grants, Members (rows; and a project's member group, a hub group whose members
-are members too), class windows; Prices (effective-dated, per slice type);
-Sessions (one per notebook server start: the hold and its running totals), Charges (append-only,
-one per metered period, unique per session and period start, so a tick applied twice charges
-once), Warnings (unique per session and level), and the audit log.
+are members too), class windows and a course's pre-warming; Prices (effective-dated, per slice
+type); Sessions (one per notebook server start: the hold and its running totals), Charges
+(append-only, one per metered period, unique per session and period start, so a tick applied
+twice charges once), Warnings (unique per session and level), and the audit log.
 
 The scheme's workflow (applications, reviews, decisions, change requests, progress reports, the
 outbox) has its tables in `slicehub.quota.scheme`, on the same `Base`.
@@ -126,6 +126,22 @@ class ClassWindow(Base):
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ClassPrewarm(Base):
+    """A course that pre-warms (`slicehub.quota.prewarm`): `lead_minutes` before each class
+    window its servers start on `slice_type`, for `seats` students (None: the whole roster);
+    one not claimed `claim_minutes` into the window is stopped. The time before a claim is
+    charged to project `paid_by_id` (the course itself, or a project of the centre's)."""
+
+    __tablename__ = "class_prewarm"
+
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), primary_key=True)
+    lead_minutes: Mapped[int] = mapped_column(Integer)
+    seats: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    claim_minutes: Mapped[int] = mapped_column(Integer)
+    slice_type: Mapped[str] = mapped_column(String(64))
+    paid_by_id: Mapped[int] = mapped_column(ForeignKey("projects.id"))
+
+
 class Price(Base):
     __tablename__ = "prices"
     __table_args__ = (UniqueConstraint("slice_type", "effective_from"),)
@@ -183,6 +199,11 @@ class Session(Base):
     idle_seconds: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     idle_list_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     idle_subsidy_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # A pre-warmed session: the class window it was started for (charged to its project, the
+    # course's pre-warm payer, never to the student), and once claimed, the student's session
+    # it was handed over to (slicehub.quota.prewarm)
+    prewarm_window_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    handed_to: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Charge(Base):

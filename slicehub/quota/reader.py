@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import or_, select
 
+from .errors import LedgerError
 from .hold import MemberRow, membership
 from .models import ClassWindow, Member, Project, Scheme, Session, SessionWarning
 
@@ -79,6 +80,9 @@ def session_view(s: Session, project_slug: str) -> dict:
         "metered_until": s.metered_until.isoformat(),
         "begun": s.begun,
         "stop_reason": s.stop_reason,
+        # a pre-warmed server's session: its class window; once claimed, the student's session
+        "prewarm_window": s.prewarm_window_id,
+        "handed_to": s.handed_to,
         "idle_since": s.idle_since.isoformat() if s.idle_since else None,
         "idle_seconds": s.idle_seconds,  # at its end (0 while it runs)
         # a parking warning that stands (the status bar's "Keep working")
@@ -177,6 +181,26 @@ class LedgerReader:
                 )
             )
 
+    def session_view_of(self, session_id: int) -> dict:
+        """The view of session `session_id` (a 404 refusal when there is none)."""
+        with self.ledger.session() as db:
+            found = db.execute(
+                select(Session, Project.slug)
+                .join(Project, Project.id == Session.project_id)
+                .where(Session.id == session_id)
+            ).first()
+            if found is None:
+                raise LedgerError(f"There is no session {session_id}.", 404)
+            return session_view(*found)
+
+    def session_server(self, session_id: int) -> tuple[str, str] | None:
+        """(user, server name) of session `session_id` (None: no such session)."""
+        with self.ledger.session() as db:
+            row = db.execute(
+                select(Session.username, Session.server_name).where(Session.id == session_id)
+            ).first()
+            return None if row is None else (row[0], row[1])
+
     def session_owner(self, session_id: int) -> str | None:
         """The user of session `session_id` (None: no such session)."""
         with self.ledger.session() as db:
@@ -192,7 +216,18 @@ class LedgerReader:
             if active_only:
                 q = q.where(Session.status == "active")
             rows = db.execute(q.order_by(Session.id.desc()).limit(500)).all()
-            return [session_view(s, slug) for s, slug in rows]
+            views = [session_view(s, slug) for s, slug in rows]
+            # a claimed pre-warmed server's spawner and kernels know the pre-warmed id only
+            claimed = dict(
+                db.execute(
+                    select(Session.handed_to, Session.id).where(
+                        Session.handed_to.in_([v["id"] for v in views])
+                    )
+                ).all()
+            )
+            for v in views:
+                v["claimed_from"] = claimed.get(v["id"])
+            return views
 
     def warnings(self, username: str | None, since_id: int = 0) -> list[dict]:
         with self.ledger.session() as db:

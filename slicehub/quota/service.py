@@ -61,6 +61,7 @@ from .hub_users import HubUsers
 from .ledger import Ledger
 from .meter_loop import HubClient, Meter
 from .metrics import LedgerCollector
+from .prewarm_api import prewarm_routes
 from .reader import LedgerReader
 from .scheme.mailer import Mailer
 from .scheme.report_loop import ReportOpener
@@ -116,12 +117,14 @@ def make_app(
             (route("staff"), pages.StaffPage),
             (route("oauth_callback"), HubOAuthCallbackHandler),
             *scheme_routes(route),
+            *prewarm_routes(route),
         ],
         ledger=ledger,
         reader=LedgerReader(ledger),
         holds=HoldQueue(ledger),
         groups=UserGroups(hub),
         users=HubUsers(hub),
+        hub=hub,
         site_parking=site_parking or SiteParking(),
         readings=readings,
         registry=registry,

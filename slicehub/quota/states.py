@@ -5,7 +5,8 @@ projects in a fixed number of statements, however many projects and requests a b
 the projects (locked, in id order, when a batch will write; with them the member group each
 names and the subsidy rate in force: the project's own, else its scheme's), their active
 sessions' sums, grants in force, the member rows asked about and what capped members drew (a
-group member under the project's member cap too), a course's class windows.
+group member under the project's member cap too; never what a server pre-warmed for them
+cost), a course's class windows and its pre-warming.
 `PriceCache` keeps the price rows and reads them again only when a new one has been written.
 
 It decides nothing and writes nothing; a project's balance is its closed totals plus its active
@@ -15,12 +16,13 @@ sessions, so no query here reads the (long) history of charges.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import ARRAY, Integer, String, any_, bindparam, case, func, select, tuple_
 
 from .hold import MemberRow, ProjectState
-from .models import ClassWindow, Grant, Member, Price, Project, Scheme, Session
+from .models import ClassPrewarm, ClassWindow, Grant, Member, Price, Project, Scheme, Session
+from .prewarm import PrewarmPolicy
 from .pricing import PriceBook
 
 
@@ -93,13 +95,52 @@ def load_states(
         _load_members(conn, by_id, pairs, groups or {})
     courses = [pid for pid, s in by_id.items() if s.row.is_course]
     if courses:
-        for pid, start, end in conn.execute(
-            select(ClassWindow.project_id, ClassWindow.starts_at, ClassWindow.ends_at)
+        for wid, pid, start, end in conn.execute(
+            select(
+                ClassWindow.id, ClassWindow.project_id, ClassWindow.starts_at, ClassWindow.ends_at
+            )
             .where(_in(conn, ClassWindow.project_id, courses, Integer))
             .order_by(ClassWindow.starts_at)
         ):
             by_id[pid].windows.append((start, end))
+            by_id[pid].window_ids[wid] = (start, end)
+        for pid, policy in prewarm_policies(conn, courses).items():
+            by_id[pid].prewarm = policy
     return states
+
+
+def prewarm_policies(conn, course_ids: list[int]) -> dict[int, PrewarmPolicy]:
+    """The pre-warming of the courses `course_ids` that pre-warm, by course id."""
+    cp, payer = ClassPrewarm.__table__.c, Project.__table__.alias("payer")
+    rows = conn.execute(
+        select(cp, payer.c.slug)
+        .join(payer, payer.c.id == cp.paid_by_id)
+        .where(_in(conn, cp.project_id, course_ids, Integer))
+    ).all()
+    return {
+        r.project_id: PrewarmPolicy(
+            timedelta(minutes=r.lead_minutes),
+            timedelta(minutes=r.claim_minutes),
+            r.slice_type,
+            r.seats,
+            r.slug,
+        )
+        for r in rows
+    }
+
+
+def prewarm_payers(db, course_slugs: Collection[str]) -> dict[str, str]:
+    """course slug -> the slug of the project paying for its pre-warmed servers (the courses
+    among `course_slugs` that pre-warm)."""
+    course, payer = Project.__table__.alias("course"), Project.__table__.alias("payer")
+    cp = ClassPrewarm.__table__
+    rows = db.connection().execute(
+        select(course.c.slug, payer.c.slug)
+        .join(cp, cp.c.project_id == course.c.id)
+        .join(payer, payer.c.id == cp.c.paid_by_id)
+        .where(course.c.slug.in_(sorted(course_slugs)))
+    )
+    return dict(rows.all())
 
 
 def _load_members(
@@ -131,7 +172,8 @@ def _load_members(
     drawn = case((t.c.status == "active", t.c.hold_subsidy_cents), else_=t.c.charged_subsidy_cents)
     for pid, username, used in conn.execute(
         select(t.c.project_id, t.c.username, func.sum(drawn))
-        .where(_pair_in(conn, t.c, capped))
+        # a pre-warmed server waiting for its student is the course's, never the student's
+        .where(_pair_in(conn, t.c, capped), t.c.prewarm_window_id.is_(None))
         .group_by(t.c.project_id, t.c.username)
     ):
         by_id[pid].member_used[username] = int(used)

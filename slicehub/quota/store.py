@@ -119,6 +119,20 @@ class Store:
     def _project(self, db: DBSession, slug: str, lock: bool = False) -> Project:
         return find_project(db, slug, lock=lock and not self._is_sqlite)
 
+    @staticmethod
+    def resolve(db: DBSession, session_id: int) -> int:
+        """The session that stands for `session_id` now: itself, or, for a pre-warmed session
+        its student claimed, the student's session it was handed to (`slicehub.quota.prewarm`).
+        The server's spawner, its kernels and the culler know the first id only."""
+        seen = {session_id}
+        q = select(Session.handed_to)
+        while (nxt := db.scalar(q.where(Session.id == session_id))) is not None:
+            if nxt in seen:  # never written so; a loop would hang every caller
+                raise LedgerError(f"Session {session_id} is handed over in a loop.", 500)
+            seen.add(nxt)
+            session_id = nxt
+        return session_id
+
     def _schedule(self, db: DBSession, slice_type: str, known: int) -> PriceSchedule:
         """The price list of `slice_type` as it was known when price row `known` was newest.
 
@@ -181,6 +195,7 @@ _SESSION_COLUMNS = {
     "status": "text",
     "stop_reason": "text",
     "begun": "bool",
+    "prewarm_window_id": "int4",
 }
 
 

@@ -1,5 +1,6 @@
 """The ledger on a real PostgreSQL: concurrent holds never overspend; a project's member group
-(migration 0004, and a batch of group members' holds, still a fixed number of statements)."""
+(migration 0004, and a batch of group members' holds, still a fixed number of statements); a
+class's pre-warmed servers held in one batch and claimed at once."""
 
 import asyncio
 import threading
@@ -177,3 +178,41 @@ def check_group_batches(ledger: Ledger) -> None:
             select(func.count()).select_from(AuditEntry).where(AuditEntry.action == "session.hold")
         )
     assert audited == 62
+
+
+def test_pre_warmed_servers_of_a_class_are_held_and_claimed_at_once(pg_url):
+    """Forty pre-warmed servers held in one batch on the course's payer, then claimed by their
+    forty students at once from forty threads: every claim hands over exactly once (the row
+    locks), the students' sessions are the course's, and the payer was charged to the claims."""
+    from tests.unit.test_prewarm_ledger import COURSE, START, course
+
+    H1 = timedelta(hours=1)
+    lg = build_rules_ledger(pg_url)
+    try:
+        students = [f"stu{i:02d}" for i in range(40)]
+        window = course(lg, cap=None, students=students, sessions=100, grant=10_000_00)
+        at = START - timedelta(minutes=5)
+        warm = lg.open_sessions(
+            [
+                HoldRequest(COURSE, s, "", "h100.1g.10gb", H1, at, prewarm_window=window)
+                for s in students
+            ]
+        )
+        assert [w for w in warm if isinstance(w, LedgerError)] == []
+        claim_at = START + timedelta(seconds=30)
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            mine = list(pool.map(lambda w: lg.claim(w.id, w.username, claim_at), warm))
+        with lg.session() as db:
+            rows = db.scalars(select(LedgerSession).order_by(LedgerSession.id)).all()
+        handed = [r for r in rows if r.prewarm_window_id is not None]
+        own = [r for r in rows if r.prewarm_window_id is None]
+        assert len(handed) == len(own) == 40
+        assert {r.stop_reason for r in handed} == {"claimed"}
+        assert sorted(r.handed_to for r in handed) == sorted(m.id for m in mine)
+        assert {(r.status, r.started_at) for r in own} == {("active", claim_at)}
+        # every pre-warmed server was charged its 5.5 minutes to the course: 40 x HK$0.91
+        assert sum(r.charged_list_cents for r in handed) == 40 * (1000 * 330 // 3600)
+        with pytest.raises(LedgerError, match="claimed already"):
+            lg.claim(warm[0].id, warm[0].username, claim_at)
+    finally:
+        lg.dispose()

@@ -287,7 +287,7 @@ def test_the_doctor_names_what_a_centre_lacks(monkeypatch, tmp_path, write):
         conn.exec_driver_sql("CREATE TABLE placeholder (x INTEGER)")
     failed = [line for line in doctor_lines(monkeypatch, deployment, data) if "FAIL" in line]
     assert any(
-        "migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007 are not applied" in line
+        "migrations 0001, 0002, 0003, 0004, 0005, 0006, 0007, 0008 are not applied" in line
         for line in failed
     )
 

@@ -1,7 +1,7 @@
-"""The ledger's migrations 0004 (a project's member group), 0005 (parking), 0006 (the outbox)
-and 0007 (the scheme's workflow) on a ledger with history: down to 0003 and up again, every row
-of every table is kept, and after the upgrade projects name no group (membership by rows alone,
-as before), have the site's parking and their scheme's rate.
+"""The ledger's migrations 0004 (a project's member group), 0005 (parking), 0006 (the outbox),
+0007 (the scheme's workflow) and 0008 (pre-warming) on a ledger with history: down to 0003 and
+up again, every row of every table is kept, and after the upgrade projects name no group
+(membership by rows alone, as before), have the site's parking and their scheme's rate.
 On SQLite here; the same on a real PostgreSQL in
 tests/integration/test_ledger_postgres.py."""
 
@@ -30,10 +30,11 @@ def current(lg: Ledger) -> str:
         return conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").scalar_one()
 
 
-HEAD = "0007"
-# made after 0003: the outbox (0006), the scheme's workflow (0007)
+HEAD = "0008"
+# made after 0003: the outbox (0006), the scheme's workflow (0007), pre-warming (0008)
 NEW_TABLES = {
     "outbox",
+    "class_prewarm",
     "applications",
     "application_members",
     "application_requests",
@@ -63,6 +64,8 @@ NEW_COLUMNS |= {
                 "idle_seconds",
                 "idle_list_cents",
                 "idle_subsidy_cents",
+                "prewarm_window_id",
+                "handed_to",
             ),
         ),
     )
@@ -71,8 +74,8 @@ NEW_COLUMNS |= {
 
 
 def rows(lg: Ledger) -> dict:
-    """Every row of every ledger table older than 0004, without the columns 0004, 0005 and
-    0007 add, in order."""
+    """Every row of every ledger table older than 0004, without the columns 0004, 0005, 0007 and
+    0008 add, in order."""
     meta = MetaData()
     meta.reflect(lg.engine)
     out = {}

@@ -727,3 +727,28 @@ def test_on_postgresql(slicehub, pg_url, tmp_path, monkeypatch, capsys):
     assert "ml101" in r.out and "ai-lab" in r.out
     r = ok(on_pg("admin projects"))
     assert "ml101 (course)" in r.out
+
+
+def test_a_course_pre_warms_from_the_terminal_and_bad_settings_write_nothing(
+    slicehub, db, tmp_path
+):
+    base(slicehub)
+    ok(slicehub(COURSE, "--roster", write_roster(tmp_path, ROSTER)))
+    out = ok(slicehub("admin course prewarm ml101 --lead 5 --claim 20 --seats 2")).out
+    assert "pre-warms h100.1g.10gb servers for 2 students, 5 min before each class window" in out
+    assert "paid by ml101" in out and "not claimed 20 min into the window" in out
+    before = dump(db)
+    for command, words in (
+        ("admin course prewarm ml101", "--lead"),
+        ("admin course prewarm ml101 --lead 0", "from 1 to 1,440"),
+        ("admin course prewarm ml101 --lead 500", "lead is from 1 to 120"),
+        ("admin course prewarm ml101 --lead 5 --seats many", "--seats takes a number"),
+        ("admin course prewarm ml101 --lead 5 --paid-by nowhere", "no project 'nowhere'"),
+        ("admin course prewarm ai-lab --lead 5", "only courses pre-warm"),
+        ("admin course prewarm ml101 --off --lead 5", "--off takes no other setting"),
+    ):
+        result = slicehub(command)
+        assert result.status == 2 and words in result.err, (command, result.err)
+    assert dump(db) == before
+    ok(slicehub("admin course prewarm ml101 --lead 5 --paid-by ai-lab"))
+    assert "no longer pre-warms" in ok(slicehub("admin course prewarm ml101 --off")).out

@@ -17,7 +17,6 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import func, select
 from tornado import web
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
@@ -29,6 +28,8 @@ from slicehub.quota.meter_loop import HubClient
 from slicehub.quota.models import AuditEntry
 from slicehub.quota.models import Session as LedgerSession
 from slicehub.quota.service import make_app
+from tests.unit.quota_http import call as call_api
+from tests.unit.quota_http import serve
 from tests.unit.rules_ledger import T0, H, project
 
 SPAWNERS = {"kind": "service", "name": "slicehub-spawner", "scopes": [api.HOLDS]}
@@ -88,17 +89,10 @@ async def fake_hub():
 async def service(ledger, as_caller, fake_hub, now):
     """`await call(method, path, body=None)`: (status, answer) of the service's API."""
     app = make_app(ledger, hub=HubClient(fake_hub["api_url"], "fake-service-token"))
-    sock, port = bind_unused_port()
-    server = HTTPServer(app)
-    server.add_sockets([sock])
+    server, port = serve(app)
 
     async def call(method: str, path: str, body=None) -> tuple[int, dict]:
-        url = f"http://127.0.0.1:{port}/services/quota/api/{path}"
-        data = None if method == "GET" else json.dumps(body if body is not None else {})
-        r = await AsyncHTTPClient().fetch(
-            HTTPRequest(url, method=method, body=data), raise_error=False
-        )
-        return r.code, json.loads(r.body)
+        return await call_api(port, method, path, body)
 
     yield call
     server.stop()
