@@ -146,6 +146,15 @@ def _slurm_reconcile(args) -> int:
     return 1 if any(r.problem for r in rows) else 0
 
 
+def _window_capacity(course, slice_type, seats, starts_at, ends_at) -> str:
+    """Can this deployment's site hold a class window? (`slicehub admin course add|window`)"""
+    from slicehub.spawners.class_capacity import check_window_capacity
+
+    return check_window_capacity(
+        Settings().site_file, course, slice_type, seats, starts_at, ends_at
+    )
+
+
 def _doctor(args) -> int:
     from slicehub.doctor import report
 
@@ -202,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         "change nothing",
     )
     p.set_defaults(run=_doctor)
-    add_ledger_commands(sub)  # admin, statement, report
+    add_ledger_commands(sub, _window_capacity)  # admin, statement, report
     args = parser.parse_args(argv)
     try:
         return args.run(args)

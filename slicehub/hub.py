@@ -46,6 +46,9 @@ CUSTOM_SCOPES = {
     "custom:quota:parking": {
         "description": "Report servers' activity and park idle sessions (the culler service)"
     },
+    "custom:quota:classes": {
+        "description": "Read the class windows' plan and release unclaimed pre-warmed servers"
+    },
     "custom:scheme:secretariat": {
         "description": "Run the subsidy scheme: check applications, assign reviewers, decide"
     },
@@ -221,6 +224,7 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
         # a token-only identity for the spawners: it may open and release holds, nothing else
         {"name": "slicehub-spawner", "api_token": token},
         _culler_service(site, deployment, url),
+        _classroom_service(site, url),
     ]
     c.JupyterHub.custom_scopes = CUSTOM_SCOPES
     c.JupyterHub.load_roles = [
@@ -249,6 +253,22 @@ def _quota_service(c, settings, site, spawner, deployment, staff_users, staff_gr
                 "delete:servers",
                 "access:servers",
                 "custom:quota:parking",
+                "access:services!service=quota",
+            ],
+        },
+        # the classroom service pre-warms a class's servers under each rostered student's own
+        # account (making the hub user of a student who never signed in), stops the unclaimed,
+        # and reads the plan from the quota service (slicehub.classroom); it may not reach the
+        # servers themselves (no access:servers)
+        {
+            "name": "classroom",
+            "services": ["classroom"],
+            "scopes": [
+                "admin:users",
+                "list:users",
+                "read:servers",
+                "servers",
+                "custom:quota:classes",
                 "access:services!service=quota",
             ],
         },
@@ -319,6 +339,25 @@ def _culler_service(site: Site, deployment: Deployment, quota_url: str) -> dict:
             HUB_PID_ENV: str(os.getpid()),  # it stops when this hub is gone
             "SLICEHUB_QUOTA_URL": f"{quota_url}/services/quota/",
             "SLICEHUB_SERVERS_URL": servers_url(deployment.hub.public_url),
+        },
+    }
+
+
+def _classroom_service(site: Site, quota_url: str) -> dict:
+    """The classroom service: pre-warmed class servers, Slurm reservations (slicehub.classroom);
+    a tick every $SLICEHUB_CLASSROOM_INTERVAL seconds (default 15)."""
+    return {
+        "name": "classroom",
+        "command": [
+            sys.executable,
+            "-m",
+            "slicehub.classroom",
+            f"--site={site.path}",
+            f"--interval={os.environ.get('SLICEHUB_CLASSROOM_INTERVAL', '15')}",
+        ],
+        "environment": {
+            HUB_PID_ENV: str(os.getpid()),  # it stops when this hub is gone
+            "SLICEHUB_QUOTA_URL": f"{quota_url}/services/quota/",
         },
     }
 

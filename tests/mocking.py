@@ -67,6 +67,7 @@ class FakeBook:
     releases: list[tuple[int, str, datetime | None]] = field(default_factory=list)
     begins: list[int] = field(default_factory=list)
     groups: list[tuple[str, list[str]]] = field(default_factory=list)  # (call, groups given)
+    prewarmed: list[int | None] = field(default_factory=list)  # each hold's prewarm_window
     refusal: tuple[int, str] | None = None  # the next holds answer this (status, sentence)
     down: bool = False  # every call answers 503, as a quota service that does not answer
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -96,10 +97,19 @@ class FakeQuotaClient(QuotaClient):
         return list(self.book.projects)
 
     async def hold(
-        self, project, user, server_name, slice_type, minutes, deferred=False, groups=()
+        self,
+        project,
+        user,
+        server_name,
+        slice_type,
+        minutes,
+        deferred=False,
+        groups=(),
+        prewarm_window=None,
     ) -> dict:
         self._up()
         self.book.groups.append(("hold", list(groups)))
+        self.book.prewarmed.append(prewarm_window)
         if self.book.refusal is not None:
             raise web.HTTPError(*self.book.refusal)
         if any(h["user"] == user and h["server_name"] == server_name for h in self.book.active()):

@@ -29,6 +29,7 @@ DEVICES_DECLARED = "SLICEHUB_DEVICES_DECLARED"
 PROJECT = "SLICEHUB_PROJECT"
 LEDGER_SESSION = "SLICEHUB_LEDGER_SESSION"
 QUOTA_URL = "SLICEHUB_QUOTA_URL"
+PREWARM = "SLICEHUB_PREWARM"  # "1": started ahead of a class for its student, not yet claimed
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class SliceEnvironment:
     project: str = ""
     ledger_session: int | None = None
     quota_url: str = ""  # where kernels ask the quota service, with the server's own token
+    prewarmed: bool = False  # started before a class window; its student claims it on arrival
 
     def to_env(self) -> dict[str, str]:
         """The variables a spawner sets for its server."""
@@ -59,6 +61,7 @@ class SliceEnvironment:
             PROJECT: self.project,
             LEDGER_SESSION: str(self.ledger_session or ""),
             QUOTA_URL: self.quota_url,
+            PREWARM: "1" if self.prewarmed else "0",
         }
         if self.devices is not None:
             env[CUDA_VISIBLE_DEVICES] = ",".join(self.devices)
@@ -113,6 +116,7 @@ def from_env(env: Mapping[str, str], host_cpus: int, host_memory: int) -> Readin
         project=env.get(PROJECT, ""),
         ledger_session=ledger_session,
         quota_url=env.get(QUOTA_URL, ""),
+        prewarmed=env.get(PREWARM, "0") == "1",
     )
     return Reading(environment, visible, tuple(problems))
 

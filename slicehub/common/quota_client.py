@@ -155,6 +155,16 @@ class QuotaClient:
             body["prewarm_window"] = prewarm_window
         return await self._call("POST", "api/holds", body)
 
+    async def classes(self) -> list[dict]:
+        """The plan of every class window of a pre-warming course ahead (the classroom
+        service's token: `custom:quota:classes`)."""
+        return (await self._call("GET", "api/classes"))["classes"]
+
+    async def release_unclaimed(self, session_id: int) -> dict:
+        """Release a pre-warmed session nobody claimed in time, as "unclaimed" (a claimed one
+        is left as it is: its `stop_reason` says so)."""
+        return await self._call("POST", f"api/sessions/{int(session_id)}/unclaimed", {})
+
     async def claim(self, session_id: int) -> dict:
         """The server's own user claims its pre-warmed session (the server's token): the
         student's own session, or the refusal (425: the class has not started yet)."""

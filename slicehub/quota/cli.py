@@ -19,6 +19,7 @@ time without a zone) before the ledger sees it.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pwd
 import sys
@@ -271,10 +272,25 @@ def _check_course(args, now: datetime) -> None:
     args.students = read_roster(args.roster).students  # all of it, before the ledger opens
 
 
+def _check_capacity(args, slice_type: str, seats: int, windows) -> None:
+    """Refuse windows the site cannot hold (the composition root gives the check: the quota
+    service knows no slices); a window that could not be checked is said so, not refused."""
+    check = getattr(args, "window_capacity", None)
+    if check is None or seats == 0:
+        return
+    for a, b in windows:
+        try:
+            unchecked = check(args.slug, slice_type, seats, a, b)
+        except ValueError as e:
+            raise CliError(f"Class window {hkt(a)} to {hkt(b)} HKT: {e}") from None
+        if unchecked:
+            print(f"Note: {unchecked}", file=sys.stderr)
+
+
 def _course_add(args, ledger: Ledger, now: datetime) -> None:
     (start, until), windows, students = args.period, args.windows, args.students
     sessions = args.max_sessions or len(students)
-    with ledger.transaction():
+    with ledger.transaction():  # all of it, or (a refusal here or by the site) none
         _add_project(
             args, ledger, now, [args.slice_type], sessions, args.student_cap, is_course=True
         )
@@ -283,6 +299,7 @@ def _course_add(args, ledger: Ledger, now: datetime) -> None:
         for a, b in windows:
             ledger.add_class_window(args.actor, args.slug, a, b, now)
         ledger.add_members(args.actor, args.slug, _students(students), now)
+        _check_capacity(args, args.slice_type, min(sessions, len(students)), windows)
     grant = f", grant {format_money(args.grant)}" if args.grant is not None else ""
     print(
         f"Added course {args.slug}: {len(students)} students on {args.slice_type}, "
@@ -324,8 +341,15 @@ def _course_window(args, ledger: Ledger, now: datetime) -> None:
         if not project.is_course:
             raise CliError(f"{args.slug} is not a course; class windows are for courses.")
         windows = _course_windows(args.window, project.valid_from, project.valid_until)
+        types = json.loads(project.allowed_slice_types)
+        if len(types) == 1 and types[0] != "*":
+            members = statement.project_members(ledger, args.slug)
+            students = sum(1 for role in members.values() if role == "student")
+            seats = min(students, project.max_concurrent_sessions)  # at once, at most
         for a, b in windows:
             ledger.add_class_window(args.actor, args.slug, a, b, now)
+        if len(types) == 1 and types[0] != "*":
+            _check_capacity(args, types[0], seats, windows)
     print(f"Added {len(windows)} class window(s) to {args.slug}.")
 
 
@@ -426,8 +450,10 @@ def _project_options(p: argparse.ArgumentParser, course: bool) -> None:
     )
 
 
-def add_commands(sub) -> None:
-    """Mount `admin`, `statement` and `report` on the `slicehub` command's subparsers."""
+def add_commands(sub, window_capacity=None) -> None:
+    """Mount `admin`, `statement` and `report` on the `slicehub` command's subparsers.
+    `window_capacity(course, slice_type, seats, start, end)`: the site's check that it can hold
+    a class window ("" or a sentence saying it could not check; a ValueError refuses it)."""
     admin = _group(sub, "admin", "manage the subsidy ledger: schemes, projects, grants, prices")
 
     scheme = _group(admin, "scheme", "subsidy schemes")
@@ -542,6 +568,7 @@ def add_commands(sub) -> None:
     )
     p.add_argument("--grant", type=money("grant"), metavar="HK$", help="a grant over the dates")
     p.add_argument("--note", default="", type=_arg(parse_text, "note", 500, empty=True))
+    p.set_defaults(window_capacity=window_capacity)
     p = _leaf(
         course,
         "roster",
@@ -556,6 +583,7 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--window", required=True, action="append", type=_arg(parse_window), metavar="START/END"
     )
+    p.set_defaults(window_capacity=window_capacity)
     p = _leaf(
         course,
         "prewarm",

@@ -27,7 +27,7 @@ from tornado.httpclient import HTTPClientError
 from slicehub.common import clock
 
 if TYPE_CHECKING:
-    from .meter_loop import HubClient
+    from slicehub.common.hub_client import HubClient
 
 log = logging.getLogger("slicehub.quota")
 

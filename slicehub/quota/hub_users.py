@@ -27,7 +27,7 @@ from slicehub.common import clock
 from .hub_groups import HUB_TIMEOUT
 
 if TYPE_CHECKING:
-    from .meter_loop import HubClient
+    from slicehub.common.hub_client import HubClient
 
 log = logging.getLogger("slicehub.quota")
 

@@ -15,69 +15,16 @@ backoff, never in a tight loop.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from datetime import timedelta
 
-from jupyterhub.utils import url_path_join
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-
 from slicehub.common import clock
+from slicehub.common.hub_client import HubClient
 
 from .ledger import Ledger
 from .models import Session as LedgerSession
 
 log = logging.getLogger("slicehub.quota")
-
-
-class HubClient:
-    """The few hub API calls the service makes, with the service's own token."""
-
-    def __init__(self, api_url: str, token: str):
-        self.api_url = api_url
-        self.token = token
-        self.http = AsyncHTTPClient()
-
-    async def request(self, method: str, path: str, headers: dict | None = None):
-        req = HTTPRequest(
-            url_path_join(self.api_url, path),
-            method=method,
-            headers={"Authorization": f"token {self.token}", **(headers or {})},
-            allow_nonstandard_methods=True,
-            request_timeout=30,
-        )
-        return await self.http.fetch(req, raise_error=False)
-
-    async def stop_server(self, user: str, server_name: str) -> bool:
-        path = f"/users/{user}/servers/{server_name}" if server_name else f"/users/{user}/server"
-        r = await self.request("DELETE", path)
-        if r.code in (202, 204, 404):
-            return True
-        if r.code == 400 and b"not running" in (r.body or b""):
-            return True
-        log.warning("Hub answered %s when asked to stop %s/%s", r.code, user, server_name)
-        return False
-
-    async def active_servers(self) -> set[tuple[str, str]] | None:
-        """(user, server name) of every server the hub has running or starting; None when the
-        hub could not say (then nothing may be concluded from it)."""
-        found, offset = set(), 0
-        while True:
-            r = await self.request(
-                "GET",
-                f"/users?state=active&offset={offset}&limit=200",
-                {"Accept": "application/jupyterhub-pagination+json"},
-            )
-            if r.code != 200:
-                log.warning("Hub answered %s when asked for active servers", r.code)
-                return None
-            page = json.loads(r.body)
-            for user in page["items"]:
-                found.update((user["name"], name) for name in user.get("servers", {}))
-            following = page["_pagination"].get("next")
-            if not following:
-                return found
-            offset = following["offset"]
 
 
 class Meter:

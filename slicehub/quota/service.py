@@ -48,6 +48,7 @@ from tornado.httpserver import HTTPServer
 from traitlets import Bool, Float, TraitError, Unicode, default, validate
 from traitlets.config import Application, catch_config_error
 
+from slicehub.common.hub_client import HubClient
 from slicehub.common.hub_watch import hub_gone, hub_pid
 from slicehub.config_file import ConfigFileError
 from slicehub.deployment import Smtp, load_deployment
@@ -59,7 +60,7 @@ from .hold_queue import HoldQueue
 from .hub_groups import UserGroups
 from .hub_users import HubUsers
 from .ledger import Ledger
-from .meter_loop import HubClient, Meter
+from .meter_loop import Meter
 from .metrics import LedgerCollector
 from .prewarm_api import prewarm_routes
 from .reader import LedgerReader

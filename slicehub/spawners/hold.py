@@ -85,17 +85,21 @@ class LedgerHold:
         self.end = clock.utcnow() + timedelta(minutes=options.duration_minutes)
         if self.quota is None:
             return self.end
-        self.progress(5, f"Holding the cost of {st.name} for project {project}")
+        window = options.prewarm_window
+        if window is None:
+            self.progress(5, f"Holding the cost of {st.name} for project {project}")
+        else:
+            self.progress(5, f"Pre-warming a {st.name} server for course {project}")
         hold = (project, self.username, self.server_name, st.name, options.duration_minutes)
         try:
-            self.session = await self.quota.hold(*hold, deferred, groups)
+            self.session = await self.quota.hold(*hold, deferred, groups, window)
         except web.HTTPError as e:
             # a hold from an earlier start whose answer never arrived: release it, once
             if e.status_code != 409 or not await self.quota.release_stale(
                 self.username, self.server_name
             ):
                 raise
-            self.session = await self.quota.hold(*hold, deferred, groups)
+            self.session = await self.quota.hold(*hold, deferred, groups, window)
         self.end = datetime.fromisoformat(self.session["end_at"])
         self.progress(
             10,

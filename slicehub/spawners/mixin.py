@@ -127,6 +127,14 @@ class SliceSpawnerMixin(LoggingConfigurable):
         """,
     )
 
+    prewarm_service = Unicode(
+        "classroom",
+        config=True,
+        help="""The hub-managed service that pre-warms class servers: only a start it asks for
+        may carry `prewarm_window` (slicehub.classroom). Default: "classroom".
+        """,
+    )
+
     quota_timeout = Float(
         10.0,
         config=True,
@@ -291,6 +299,8 @@ class SliceSpawnerMixin(LoggingConfigurable):
         self.server_ended_at = None
         options = self.check_options(self.user_options)
         self.slice_options = options
+        if options.prewarm_window is not None:
+            self.check_prewarm_requester()
         await self.ledger.release("crashed")  # a hold left by a server that died unnoticed
         project = options.project or ""
         groups = self.user_groups()
@@ -299,6 +309,21 @@ class SliceSpawnerMixin(LoggingConfigurable):
             self.slice_source.admit(project)  # before any hold
         await self.ledger.open(options, project, deferred, groups)
         return options
+
+    def check_prewarm_requester(self) -> None:
+        """A pre-warmed start (`prewarm_window`) is the classroom service's to ask for: the
+        course pays for the server until its student claims it. Anyone else asking is refused
+        (JupyterHub remembers a server's last options: a student's start without options after
+        a pre-warmed run lands here too, and is told to choose)."""
+        handler = getattr(self, "handler", None)
+        who = getattr(handler, "current_user", None) if handler is not None else None
+        if getattr(who, "kind", None) == "service" and who.name == self.prewarm_service:
+            return
+        raise web.HTTPError(
+            403,
+            "Servers are pre-warmed for a class by Slicehub itself; start yours with the form "
+            "(or send project, slice_type and duration_hours without prewarm_window).",
+        )
 
     async def take_slice(self, deferred: bool = False) -> TakenSlice:
         """Hold the cost (`open_session`), then take a slice from the source. On a refusal or
@@ -353,6 +378,7 @@ class SliceSpawnerMixin(LoggingConfigurable):
             project=self.ledger.project,
             ledger_session=self.ledger.session_id,
             quota_url=self.ledger.quota_url_for_server(self.server_quota_url or self.quota_url),
+            prewarmed=opts.prewarm_window is not None,
         ).to_env()
 
     def get_env(self):

@@ -1,6 +1,8 @@
 """User options: the one validator that the spawn form and the REST API both go through.
 
-A request names a slice type and a duration; nothing else is accepted. Whatever arrives here is
+A request names a slice type and a duration (and the project to charge); nothing else is
+accepted, except `prewarm_window`, which only Slicehub's classroom service may send (the
+spawner checks who asked: `SliceSpawnerMixin.open_session`). Whatever arrives here is
 hostile until checked: unknown keys, wrong types, names with shell metacharacters and absurd
 durations are refused with a sentence that says what is wrong and what is allowed. Only the
 checked `SliceOptions` travels further (to the allocator, the environment, a batch script).
@@ -17,7 +19,7 @@ from slicehub.common.names import PROJECT_ID, SLICE_TYPE_NAME
 
 from .site_model import Site, SliceType
 
-ALLOWED_KEYS = ("project", "slice_type", "duration_hours")
+ALLOWED_KEYS = ("project", "slice_type", "duration_hours", "prewarm_window")
 FORM_ONLY_KEYS = ("_xsrf",)  # JupyterHub's spawn page adds its CSRF token to the form data
 
 
@@ -30,11 +32,14 @@ class SliceOptions:
     slice_type: SliceType
     duration_minutes: int
     project: str | None = None  # None: the user's only project, found at start
+    prewarm_window: int | None = None  # started ahead of that class window (the course's)
 
     def to_user_options(self) -> dict:
         out = {"slice_type": self.slice_type.name, "duration_hours": self.duration_minutes / 60}
         if self.project:
             out["project"] = self.project
+        if self.prewarm_window is not None:
+            out["prewarm_window"] = self.prewarm_window
         return out
 
 
@@ -87,7 +92,13 @@ def validate_options(raw: Any, site: Site) -> SliceOptions:
             project = None
         elif not PROJECT_ID.fullmatch(project):
             raise OptionsError(f"{_show(project)} is not a project id.")
-    return SliceOptions(slice_type, minutes, project)
+    window = raw.get("prewarm_window")
+    if window is not None:
+        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window < 2**31:
+            raise OptionsError(f"prewarm_window must be a class window's id, not {_show(window)}.")
+        if project is None:
+            raise OptionsError("A pre-warmed server names its course (project).")
+    return SliceOptions(slice_type, minutes, project, window)
 
 
 def options_from_form(formdata: dict[str, list[str]]) -> dict[str, Any]:

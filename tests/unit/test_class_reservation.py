@@ -568,3 +568,30 @@ def test_a_bigger_slice_type_goes_where_the_allocator_puts_it():
     assert str(refused.value) == (
         "The class window needs 6 h100.3g.40gb slices; the site has 5 in all (3 on n1, 2 on n2)."
     )
+
+
+# ---- which reservation a class job runs in ---------------------------------------------------
+
+
+def test_a_class_job_runs_in_its_courses_reservation_in_force_for_its_user_or_account():
+    now = datetime(2026, 12, 3, 9, 5, tzinfo=UTC)
+    hour = timedelta(hours=1)
+
+    def res(name, start, end, users=(), accounts=()):
+        r = shown(name, ("n1",), start, end)
+        return replace(r, users=tuple(users), accounts=tuple(accounts))
+
+    found = [
+        res("maintenance", now - hour, now + hour, users=["stu1"]),  # not Slicehub's
+        res("slicehub-ml101-3", now - hour, now - hour / 2, users=["stu1"]),  # over
+        res("slicehub-ml101-4", now + hour, now + 2 * hour, users=["stu1"]),  # later
+        res("slicehub-cv200-5", now - hour, now + hour, users=["stu1"]),  # another course
+        res("slicehub-ml101-6", now - hour, now + hour, users=["stu2"], accounts=["ml101"]),
+        res("slicehub-ml101-7", now - hour / 4, now + hour, users=["stu1"]),
+    ]
+    assert rv.reservation_for(found, "ml101", "stu1", None, now) == "slicehub-ml101-7"
+    assert rv.reservation_for(found, "ml101", "stu1", "ml101", now) == "slicehub-ml101-6"
+    assert rv.reservation_for(found, "ml101", "stu1", None, now, window_id=6) is None
+    assert rv.reservation_for(found, "ml101", "stu9", None, now) is None
+    assert rv.reservation_for(found, "ai-lab", "stu1", "ai-lab", now) is None
+    assert rv.reservation_for([], "ml101", "stu1", None, now) is None

@@ -22,6 +22,13 @@ def test_rest_and_form_give_the_same_options():
     assert rest.duration_minutes == 90
 
 
+def test_a_pre_warmed_servers_window_survives_the_saved_state():
+    raw = {"slice_type": "cpu", "project": "ml101", "prewarm_window": 3}
+    options = validate_options(raw, SITE)
+    assert options.prewarm_window == 3
+    assert validate_options(options.to_user_options(), SITE) == options
+
+
 def test_default_duration_applies():
     assert validate_options({"slice_type": "cpu"}, SITE).duration_minutes == 120
 
@@ -45,6 +52,10 @@ def test_default_duration_applies():
         ({"slice_type": "cpu", "duration_hours": "2"}, "must be a number"),
         ({"slice_type": "cpu", "duration_hours": True}, "must be a number"),
         (["cpu"], "JSON object"),
+        ({"slice_type": "cpu", "project": "c", "prewarm_window": "1"}, "a class window's id"),
+        ({"slice_type": "cpu", "project": "c", "prewarm_window": True}, "a class window's id"),
+        ({"slice_type": "cpu", "project": "c", "prewarm_window": 0}, "a class window's id"),
+        ({"slice_type": "cpu", "prewarm_window": 3}, "names its course"),
     ],
 )
 def test_bad_options_are_refused_with_a_sentence(raw, words):

@@ -14,8 +14,8 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from slicehub.common import clock
+from slicehub.common.hub_client import HubClient
 from slicehub.quota import api
-from slicehub.quota.meter_loop import HubClient
 from slicehub.quota.prewarm_api import CLASSES
 from slicehub.quota.service import make_app
 from tests.unit.quota_http import call as call_api

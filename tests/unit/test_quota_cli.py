@@ -14,6 +14,7 @@ import pwd
 import shlex
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import MetaData, create_engine, select
@@ -47,10 +48,15 @@ def db(tmp_path):
     return f"sqlite:///{tmp_path / 'ledger.sqlite'}"
 
 
+CLASSROOM_SITE = Path(__file__).resolve().parents[1] / "fixtures" / "sites" / "classroom-site.toml"
+
+
 @pytest.fixture
-def slicehub(capsys, db):
+def slicehub(capsys, db, monkeypatch):
     """`slicehub("admin grant add …", *more)` runs the command (split like a shell would) in
-    this process against `db`, unless it names its own --db."""
+    this process against `db`, unless it names its own --db; the deployment's site is one with
+    room for a class (28 h100.1g.10gb slices), which class windows are checked against."""
+    monkeypatch.setenv("SLICEHUB_SITE", str(CLASSROOM_SITE))
 
     def run(command: str, *more: str) -> Result:
         argv = [*shlex.split(command), *more]
@@ -752,3 +758,19 @@ def test_a_course_pre_warms_from_the_terminal_and_bad_settings_write_nothing(
     assert dump(db) == before
     ok(slicehub("admin course prewarm ml101 --lead 5 --paid-by ai-lab"))
     assert "no longer pre-warms" in ok(slicehub("admin course prewarm ml101 --off")).out
+
+
+def test_a_class_window_the_site_cannot_hold_is_refused_with_the_numbers(slicehub, db, tmp_path):
+    base(slicehub)
+    many = "username\n" + "".join(f"s{i:03d}\n" for i in range(40))
+    before = dump(db)
+    refused = slicehub(COURSE, "--roster", write_roster(tmp_path, many))
+    assert refused.status == 2
+    assert (
+        "Class window 2026-11-24 09:00 to 2026-11-24 12:00 HKT: The class window needs 40 "
+        "h100.1g.10gb slices; the site has 28 in all (14 on gpu-node-01, 14 on gpu-node-02)."
+    ) in refused.err
+    assert dump(db) == before  # nothing of the course was written
+    # at most 20 sessions at once fits, and so does a later window of the same course
+    ok(slicehub(COURSE, "--roster", write_roster(tmp_path, many), "--max-sessions", "20"))
+    ok(slicehub("admin course window ml101 --window 2026-12-02T01:00Z/2026-12-02T02:00Z"))

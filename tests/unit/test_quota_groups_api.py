@@ -21,10 +21,10 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from slicehub.common import clock
+from slicehub.common.hub_client import HubClient
 from slicehub.common.quota_client import QuotaClient, group_names
 from slicehub.quota import api
 from slicehub.quota.hub_groups import UserGroups
-from slicehub.quota.meter_loop import HubClient
 from slicehub.quota.models import AuditEntry
 from slicehub.quota.models import Session as LedgerSession
 from slicehub.quota.service import make_app

@@ -21,9 +21,9 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from slicehub.common import clock
+from slicehub.common.hub_client import HubClient
 from slicehub.quota import api
 from slicehub.quota.hub_users import HubUnavailable, HubUsers
-from slicehub.quota.meter_loop import HubClient
 from slicehub.quota.models import AuditEntry, Grant
 from slicehub.quota.scheme.api_base import COMMITTEE_SCOPE, SECRETARIAT_SCOPE
 from slicehub.quota.scheme.models import Application, ChangeRequest, ProgressReport

@@ -20,8 +20,8 @@ from tornado.httpserver import HTTPServer
 from tornado.testing import bind_unused_port
 
 from slicehub.common import clock
+from slicehub.common.hub_client import HubClient
 from slicehub.quota import api
-from slicehub.quota.meter_loop import HubClient
 from slicehub.quota.models import Project
 from slicehub.quota.scheme.models import Application, ChangeRequest
 from slicehub.quota.service import make_app

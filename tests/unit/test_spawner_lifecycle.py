@@ -149,6 +149,39 @@ async def test_a_user_in_no_group_sends_none(local, quota):
     await spawner.stop()
 
 
+class Requester:
+    """What JupyterHub puts on a spawner during a start (`spawner.handler`): who asked."""
+
+    def __init__(self, kind: str, name: str):
+        self.current_user = type("Who", (), {"kind": kind, "name": name})()
+
+
+async def test_only_the_classroom_service_may_start_a_pre_warmed_server(local, quota):
+    """A start with `prewarm_window` is the classroom service's: the course pays until the
+    student claims it. The student asking for one themselves (or another service) is refused
+    with a sentence before anything is held; the classroom service's start is held as a
+    pre-warm and its server is told it was pre-warmed (SLICEHUB_PREWARM=1)."""
+    for who in (Requester("user", "ann"), Requester("service", "culler"), None):
+        spawner = local()
+        spawner.user_options = {**OPTIONS, "prewarm_window": 7}
+        spawner.handler = who
+        with pytest.raises(web.HTTPError) as refused:
+            await spawner.start()
+        assert refused.value.status_code == 403 and "pre-warmed for a class" in str(refused.value)
+    assert quota.book.holds == {}
+    spawner = local()
+    spawner.user_options = {**OPTIONS, "prewarm_window": 7}
+    spawner.handler = Requester("service", "classroom")
+    await spawner.start()
+    assert quota.book.prewarmed == [7]
+    assert spawner.get_env()["SLICEHUB_PREWARM"] == "1"
+    await spawner.stop()
+    plain = local()
+    await plain.start()
+    assert plain.get_env()["SLICEHUB_PREWARM"] == "0" and quota.book.prewarmed == [7, None]
+    await plain.stop()
+
+
 async def test_no_slice_free_is_409_and_releases_the_hold(local, quota):
     spawner = local()
     spawner.user_options = {**OPTIONS, "slice_type": "h100x1"}  # the demo has one whole H100

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from . import answers as sa
 from . import commands as sc
+from . import reservation as rv
 
 log = logging.getLogger("slicehub.slurm")
 
@@ -106,6 +107,7 @@ class SlurmClient:
         self._inflight: asyncio.Future | None = None
         self._nodes: tuple[float, dict[str, sa.NodeResources] | None] | None = None
         self._nodes_inflight: asyncio.Future | None = None
+        self._reservations: tuple[float, list[rv.ShownReservation] | None] | None = None
 
     @classmethod
     def for_commands(cls, commands: Mapping[str, str]) -> SlurmClient:
@@ -243,6 +245,28 @@ class SlurmClient:
         except ValueError:
             return None
         return next((j for j in jobs if j.job_id == job_id), None)
+
+    # -- reservations ------------------------------------------------------------------------
+
+    async def reservations(self, max_age: float) -> list[rv.ShownReservation] | None:
+        """Every advance reservation (one `scontrol show reservation` shared for `max_age`
+        seconds, as sinfo is: a class starting at once asks it once); None when scontrol did
+        not answer."""
+        cached = self._reservations
+        if cached is not None and time.monotonic() - cached[0] <= max_age:
+            return cached[1]
+        started = time.monotonic()
+        done = await self.run(rv.show_reservations_argv(executable=self.command("scontrol")))
+        found = None
+        if done.ok or rv.NO_RESERVATIONS in done.stdout:
+            try:
+                found = rv.parse_reservations(done.stdout)
+            except ValueError as e:
+                log.warning("scontrol show reservation could not be read: %s", e)
+        else:
+            log.warning("scontrol show reservation failed: %s", done.why())
+        self._reservations = (started, found)
+        return found
 
     # -- nodes -------------------------------------------------------------------------------
 

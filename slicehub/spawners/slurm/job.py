@@ -56,6 +56,7 @@ class JobSpec:
     time_minutes: int
     workdir: str
     output: str
+    reservation: str | None = None  # a class window's advance reservation the job runs in
 
     @property
     def cpu_only(self) -> bool:
@@ -65,7 +66,8 @@ class JobSpec:
         """For progress messages: "gpu:1g.10gb:1 in partition gpu, account ai-lab"."""
         what = ",".join(f"gpu:{t}:{n}" for t, n in self.gres) or "no GPU"
         account = f", account {self.account}" if self.account else ""
-        return f"{what} in partition {self.partition}{account}"
+        reserved = f", in reservation {self.reservation}" if self.reservation else ""
+        return f"{what} in partition {self.partition}{account}{reserved}"
 
 
 def time_limit_minutes(session_end: datetime, now: datetime) -> int:
@@ -142,6 +144,7 @@ def sbatch_argv(spec: JobSpec, executable: str = "sbatch") -> list[str]:
             time_minutes=spec.time_minutes,
             output=spec.output,
             chdir=spec.workdir,
+            reservation=spec.reservation,
             executable=executable,
         )
     except ValueError as e:

@@ -339,6 +339,31 @@ class ShownReservation:
         return self.start.astimezone() < ends_at and starts_at < self.end.astimezone()
 
 
+def reservation_for(
+    reservations: Iterable[ShownReservation],
+    course: str,
+    username: str,
+    account: str | None,
+    now: datetime,
+    window_id: int | None = None,
+) -> str | None:
+    """The class reservation a job of `username` (charged to `course`, Slurm `account`) runs
+    in now: Slicehub's reservation of one of `course`'s windows that is in force at `now` (an
+    aware time) and admits the user or the account; the one of `window_id` when that is
+    given (a pre-warmed server's window). None: the job runs outside any reservation."""
+    for r in reservations:
+        found = r.window
+        if found is None or found[0] != course:
+            continue
+        if window_id is not None and found[1] != window_id:
+            continue
+        if not r.start.astimezone() <= now < r.end.astimezone():
+            continue
+        if username in r.users or (account is not None and account in r.accounts):
+            return r.name
+    return None
+
+
 _FIELD = re.compile(r"(?:^|\s)(?P<key>[A-Za-z]+)=")
 
 

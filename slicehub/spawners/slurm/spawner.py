@@ -26,6 +26,7 @@ import functools
 import os
 import pwd
 import time
+from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from ..site_model import Site, SiteError
 from . import answers as sa
 from . import commands as sc
 from . import job as slurm_job
+from . import reservation as rv
 from .batch_api import batchspawner_api_closed
 from .client import ALREADY_DONE, RunAs, SlurmClient, job_state
 from .site import load_slurm_site
@@ -267,6 +269,9 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
             )
         except slurm_job.JobRefused as e:
             raise web.HTTPError(400, str(e)) from None
+        reserved = await self._class_reservation(spec, options, held.get("project"), now)
+        if reserved:
+            spec = replace(spec, reservation=reserved)
         self._job_spec = spec
         await self._submit(spec, options)
         self._progress_event(
@@ -295,6 +300,19 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
             self.port,
         )
         return self.ip, self.port
+
+    async def _class_reservation(self, spec, options: SliceOptions, project, now) -> str | None:
+        """The class window's reservation this job runs in, when one is in force for this user
+        (the classroom service makes them, `slicehub.classroom`); None when there is none or
+        scontrol does not answer (the job then waits in the queue like any other)."""
+        if not project:
+            return None
+        reservations = await self.client.reservations(max_age=self.sinfo_max_age)
+        if not reservations:
+            return None
+        return rv.reservation_for(
+            reservations, project, self.user.name, spec.account, now, options.prewarm_window
+        )
 
     async def _submit(self, spec: slurm_job.JobSpec, options: SliceOptions) -> None:
         client = self.client
