@@ -43,15 +43,18 @@ from jupyter_server.utils import url_path_join
 from tornado import ioloop, web
 
 from slicehub.common import clock
+from slicehub.common.environment import PREWARM
 from slicehub.common.quota_client import QuotaClient
 
 from .activity import ANONYMOUS, SAMPLE_S, Activity
+from .claim import WAITING, Claim, watch_requests
 from .session import SessionMoney
 from .slice_env import read
 
 QUOTA_TIMEOUT_S = 5.0
 UNREACHABLE = "The quota service cannot be reached just now; try again in a minute."
 ACTIVITY = "slicehub_activity"  # the web app's setting that holds this server's Activity
+CLAIM = "slicehub_claim"  # ... and its Claim (a pre-warmed class server's)
 CLIENT_HEADER = "X-Slicehub-Client"
 CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_DOCUMENTS = 100_000
@@ -188,10 +191,15 @@ class SlicehubHandler(APIHandler):
     @property
     def quota(self) -> QuotaClient | None:
         """The quota service as this server's user (None: not configured)."""
-        url, token = os.environ.get("SLICEHUB_QUOTA_URL"), os.environ.get("JUPYTERHUB_API_TOKEN")
-        if not (url and token):
-            return None
-        return QuotaClient(url, token, QUOTA_TIMEOUT_S, down=UNREACHABLE)
+        return _server_quota()
+
+
+def _server_quota() -> QuotaClient | None:
+    """The quota service as this server's user, with its own token (None: not configured)."""
+    url, token = os.environ.get("SLICEHUB_QUOTA_URL"), os.environ.get("JUPYTERHUB_API_TOKEN")
+    if not (url and token):
+        return None
+    return QuotaClient(url, token, QUOTA_TIMEOUT_S, down=UNREACHABLE)
 
 
 class StatusHandler(SlicehubHandler):
@@ -214,6 +222,7 @@ class StatusHandler(SlicehubHandler):
             "now": clock.isoformat(now),
             "quota": "none",
             "parking": parking_shape(None, requested),
+            "claim": self.settings[CLAIM].view(),  # a pre-warmed class server's
         }
         q = self.quota
         if q is not None and s.ledger_session:
@@ -226,10 +235,12 @@ class StatusHandler(SlicehubHandler):
                     out["session"] = session_shape(view)
                     out["parking"] = parking_shape(view, requested)
                     out["project"] = project_shape(await q.project(view["project"]))
+                # the session now: a claimed pre-warmed server's is the student's own
+                current = view["id"] if view is not None else s.ledger_session
                 out["warnings"] = [
                     {k: w[k] for k in ("id", "level", "message", "created_at")}
                     for w in warnings
-                    if w["session"] == s.ledger_session
+                    if w["session"] == current
                 ]
                 out["quota"] = "ok"
             except (web.HTTPError, KeyError, ValueError) as e:
@@ -305,6 +316,16 @@ def _load_jupyter_server_extension(serverapp) -> None:
         session=s.ledger_session,
     )
     settings[ACTIVITY] = activity
+    # a server pre-warmed for a class is claimed by its student's first request (.claim)
+    claim = Claim(
+        os.environ.get("JUPYTERHUB_USER", ""),
+        s.ledger_session,
+        _server_quota(),
+        os.environ.get(PREWARM) == "1",
+    )
+    settings[CLAIM] = claim
+    if claim.state == WAITING:
+        watch_requests(serverapp.web_app, claim)
     sampler = ioloop.PeriodicCallback(activity.sample, SAMPLE_S * 1000)
     sampler.start()
     base = settings["base_url"]
