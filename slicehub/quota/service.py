@@ -62,6 +62,7 @@ from .hub_users import HubUsers
 from .ledger import Ledger
 from .meter_loop import Meter
 from .metrics import LedgerCollector
+from .pages_class import class_routes
 from .prewarm_api import prewarm_routes
 from .reader import LedgerReader
 from .scheme.mailer import Mailer
@@ -119,6 +120,7 @@ def make_app(
             (route("oauth_callback"), HubOAuthCallbackHandler),
             *scheme_routes(route),
             *prewarm_routes(route),
+            *class_routes(route),
         ],
         ledger=ledger,
         reader=LedgerReader(ledger),

@@ -22,6 +22,15 @@ the subsidy of its hold it was not charged, returned to the project at the parki
 to the month in which the session stopped (its stop as a charge's end: after the month's first
 instant, up to and including its last), so a session across the month's edge shows its idle
 end once, in the month it ended.
+
+Pre-warmed servers (`slicehub.quota.prewarm`, `PrewarmLine`): a session started for a course's
+student before a class window is charged to the course's pre-warm payer (the course itself, or a
+centre project) and belongs to the course through its class window. A statement lists, per
+course, payer and outcome (claimed, wasted, or still waiting for its student), the month's
+pre-warmed server time and its cost: those its project paid for (part of its totals; a centre
+project's lines name each course) and those pre-warmed for it as a course but paid by another
+project (on that project's statement, not in these totals). Their charges belong to months and
+days by the same rule as every charge.
 """
 
 from __future__ import annotations
@@ -41,6 +50,7 @@ from .ledger import Balance, Ledger
 from .models import AuditEntry, Charge, Grant, Member, Price, Project, Scheme, Session
 from .pricing import MICROS_PER_HOUR, micros
 from .reader import rate_in_force
+from .statement_prewarm import PrewarmLine, minutes_of, paid_elsewhere, prewarm_lines
 from .store import find_project
 
 CENTRE_TZ = timezone(timedelta(hours=8), "HKT")  # Hong Kong: no DST since 1979
@@ -120,10 +130,16 @@ class StatementRow:
     amounts: Amounts
     stop_reason: str = ""  # "parked", "stopped", …; "" while running
     idle: IdleTime = IdleTime()  # zero unless it stopped in the month
+    prewarm_course: str = ""  # a pre-warmed server's course ("" for every other session)
+    prewarm: str = ""  # … and its outcome (`statement_prewarm.prewarm_outcome`)
 
     @property
     def slice_hours(self) -> Decimal:
         return _hours(self.micros)
+
+    @property
+    def minutes(self) -> Decimal:
+        return minutes_of(self.micros)
 
 
 @dataclass(frozen=True)
@@ -156,10 +172,30 @@ class MonthlyStatement:
     charges: int  # how many charge rows the statement sums
     generated_at: datetime
     idle: IdleTime = IdleTime()  # of the sessions that stopped in the month
+    # pre-warmed servers paid by this project, or pre-warmed for it as a course (`PrewarmLine`)
+    prewarm: tuple[PrewarmLine, ...] = ()
 
     @property
     def total_slice_hours(self) -> Decimal:
         return _hours(self.total_micros)
+
+    def prewarm_total(self, outcome: str, paid_here: bool | None = None) -> PrewarmLine:
+        """The pre-warm lines with `outcome` added up: all of them, or (`paid_here`) only
+        those this project paid for (True) or another project paid for (False)."""
+        lines = [
+            x
+            for x in self.prewarm
+            if x.outcome == outcome
+            and (paid_here is None or (x.paid_by == self.project.slug) == paid_here)
+        ]
+        return PrewarmLine(
+            "",
+            "",
+            outcome,
+            sum(x.servers for x in lines),
+            sum(x.micros for x in lines),
+            sum((x.amounts for x in lines), Amounts()),
+        )
 
 
 @dataclass(frozen=True)
@@ -243,27 +279,7 @@ def monthly_statement(
         per_session: dict[int, list] = defaultdict(lambda: [0, Amounts()])
         per_day: dict[date, Amounts] = defaultdict(Amounts)
         total, total_micros, n = Amounts(), 0, 0
-        q = (
-            select(
-                Charge.session_id,
-                Charge.period_start,
-                Charge.period_end,
-                Charge.list_cents,
-                Charge.subsidy_cents,
-                Charge.copay_cents,
-                Charge.kind,
-            )
-            .where(
-                Charge.project_id == p.id,
-                Charge.period_end > starts.astimezone(UTC),
-                Charge.period_end <= ends.astimezone(UTC),
-            )
-            .order_by(Charge.id)
-            .execution_options(yield_per=5000)
-        )
-        for sid, pstart, pend, lst, sub, cop, kind in db.execute(q):
-            amounts = Amounts(lst, sub, cop)
-            length = micros(pend - pstart) * (-1 if kind == "reversal" else 1)
+        for sid, pend, length, amounts in _charges(db, Charge.project_id == p.id, starts, ends):
             acc = per_session[sid]
             acc[0] += length
             acc[1] = acc[1] + amounts
@@ -271,11 +287,8 @@ def monthly_statement(
             total += amounts
             total_micros += length
             n += 1
-        sessions = {}
-        ids = list(per_session)
-        for i in range(0, len(ids), _CHUNK):
-            for s in db.scalars(select(Session).where(Session.id.in_(ids[i : i + _CHUNK]))):
-                sessions[s.id] = s
+        sessions = _load_sessions(db, per_session)
+        prewarm, marks = _prewarm(db, p, starts, ends, per_session, sessions)
         idle = {}  # the month's idle ends, even of a session none of whose charges is in it
         for s in db.scalars(_idle_ends(p.id, starts, ends)):
             sessions.setdefault(s.id, s)
@@ -294,6 +307,7 @@ def monthly_statement(
                 amounts,
                 sessions[sid].stop_reason if sessions[sid].status == "stopped" else "",
                 idle.get(sid, IdleTime()),
+                *marks.get(sid, ("", "")),
             )
             for sid, (length, amounts) in per_session.items()
         ),
@@ -316,7 +330,56 @@ def monthly_statement(
         charges=n,
         generated_at=now or clock.utcnow(),
         idle=sum(idle.values(), IdleTime()),
+        prewarm=prewarm,
     )
+
+
+def _charges(db, which, starts: datetime, ends: datetime):
+    """(session id, period end, slice time in microseconds, amounts) of every charge matching
+    `which` that belongs to the month (starts, ends]; a reversal's time counts negative."""
+    q = (
+        select(
+            Charge.session_id,
+            Charge.period_start,
+            Charge.period_end,
+            Charge.list_cents,
+            Charge.subsidy_cents,
+            Charge.copay_cents,
+            Charge.kind,
+        )
+        .where(
+            which,
+            Charge.period_end > starts.astimezone(UTC),
+            Charge.period_end <= ends.astimezone(UTC),
+        )
+        .order_by(Charge.id)
+        .execution_options(yield_per=5000)
+    )
+    for sid, pstart, pend, lst, sub, cop, kind in db.execute(q):
+        length = micros(pend - pstart) * (-1 if kind == "reversal" else 1)
+        yield sid, pend, length, Amounts(lst, sub, cop)
+
+
+def _load_sessions(db, ids) -> dict[int, Session]:
+    sessions, ids = {}, list(ids)
+    for i in range(0, len(ids), _CHUNK):
+        for s in db.scalars(select(Session).where(Session.id.in_(ids[i : i + _CHUNK]))):
+            sessions[s.id] = s
+    return sessions
+
+
+def _prewarm(db, p: Project, starts, ends, own: dict, sessions: dict):
+    """`statement_prewarm.prewarm_lines` of `p`'s own charged sessions (`own`: id -> [micros,
+    amounts]; `sessions`: their rows) and of the servers pre-warmed for it as a course that
+    another project paid for."""
+    theirs: dict[int, list] = defaultdict(lambda: [0, Amounts()])
+    for sid, _, length, amounts in _charges(db, paid_elsewhere(p.id), starts, ends):
+        acc = theirs[sid]
+        acc[0] += length
+        acc[1] = acc[1] + amounts
+    warm = {sid: s for sid, s in sessions.items() if s.prewarm_window_id is not None}
+    warm.update(_load_sessions(db, theirs))
+    return prewarm_lines(db, p.slug, {**own, **theirs}, warm)
 
 
 def _idle_ends(project_id: int, starts: datetime, ends: datetime):

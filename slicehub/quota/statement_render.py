@@ -67,7 +67,15 @@ STATEMENT_COLUMNS = [
     "idle_list_cost_hkd",
     "idle_subsidy_hkd",
     "parking_returned_subsidy_hkd",
+    # a pre-warmed server's course, its payer and outcome (statement_prewarm); after the total,
+    # one `prewarm` row per course, payer and outcome with its servers and server-minutes
+    "prewarm_course",
+    "prewarm_paid_by",
+    "prewarm",
+    "prewarm_servers",
+    "prewarm_minutes",
 ]
+NO_PREWARM = ["", "", "", "", ""]
 
 
 def _idle_cells(idle: IdleTime) -> list[str]:
@@ -89,7 +97,7 @@ def statement_csv(st: MonthlyStatement) -> str:
         w.writerow(
             [
                 r.session_id,
-                r.username,
+                text_cell(r.username),  # "@A1" and "-A1" are hub user names
                 r.slice_type,
                 _iso(r.started_at),
                 _iso(r.stopped_at),
@@ -99,6 +107,11 @@ def statement_csv(st: MonthlyStatement) -> str:
                 money_plain(r.amounts.copay_cents),
                 text_cell(r.stop_reason),
                 *_idle_cells(r.idle),
+                *(
+                    [text_cell(r.prewarm_course), st.project.slug, r.prewarm, "", f"{r.minutes}"]
+                    if r.prewarm
+                    else NO_PREWARM
+                ),
             ]
         )
     w.writerow(
@@ -114,8 +127,30 @@ def statement_csv(st: MonthlyStatement) -> str:
             money_plain(st.total.copay_cents),
             "",
             *_idle_cells(st.idle),
+            *NO_PREWARM,
         ]
     )
+    for x in st.prewarm:
+        w.writerow(
+            [
+                "prewarm",
+                "",
+                "",
+                _iso(st.starts),
+                _iso(st.ends),
+                "",
+                money_plain(x.amounts.list_cents),
+                money_plain(x.amounts.subsidy_cents),
+                money_plain(x.amounts.copay_cents),
+                "",
+                *([""] * 5),  # no idle cells on a line
+                text_cell(x.course),
+                text_cell(x.paid_by),
+                x.outcome,
+                str(x.servers),
+                f"{x.minutes}",
+            ]
+        )
     return out.getvalue()
 
 
