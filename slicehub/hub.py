@@ -358,6 +358,8 @@ def _classroom_service(site: Site, quota_url: str) -> dict:
         "environment": {
             HUB_PID_ENV: str(os.getpid()),  # it stops when this hub is gone
             "SLICEHUB_QUOTA_URL": f"{quota_url}/services/quota/",
+            # what Slurm's commands need (the hub's, as its spawners have them)
+            **{k: os.environ[k] for k in ("PATH", "SLURM_CONF", "LANG") if k in os.environ},
         },
     }
 

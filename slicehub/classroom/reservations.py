@@ -16,6 +16,7 @@ Decides nothing about money; which nodes is the planner's, what a reservation ad
 from __future__ import annotations
 
 import logging
+import os
 import pwd
 from collections.abc import Iterable
 from datetime import datetime
@@ -51,7 +52,7 @@ class ClassReservations:
         for w in windows:
             key = (w.course, w.window)
             wanted.add(key)
-            users = self._unix_users(w)
+            users = self._job_users(w)
             if not users:
                 continue
             existing = ours.get(key)
@@ -114,9 +115,14 @@ class ClassReservations:
             log.warning("%s", sentence)
         return False
 
-    def _unix_users(self, w: ClassWindow) -> list[str]:
-        """The window's students who have a Unix account (jobs run as theirs; scontrol refuses
-        a reservation naming an unknown user, which would leave the whole class without one)."""
+    def _job_users(self, w: ClassWindow) -> list[str]:
+        """Whom the reservation admits: the Unix accounts the class's jobs run as. The
+        window's students who have one (scontrol refuses a reservation naming an unknown user,
+        which would leave the whole class without one); on a site whose servers run as the
+        hub's own account (run_as = "hub-user", demos and tests), that account, with the
+        course's Slurm account narrowing it to the class's jobs."""
+        if self.site.run_as == "hub-user":
+            return [pwd.getpwuid(os.getuid()).pw_name]
         found = []
         for name in w.students:
             try:

@@ -310,8 +310,10 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
         reservations = await self.client.reservations(max_age=self.sinfo_max_age)
         if not reservations:
             return None
+        # the job's Unix account: the user's own, or the hub's (run_as = "hub-user")
+        unix_user = pwd.getpwuid(os.getuid()).pw_name if self.runs_as_hub_user else self.user.name
         return rv.reservation_for(
-            reservations, project, self.user.name, spec.account, now, options.prewarm_window
+            reservations, project, unix_user, spec.account, now, options.prewarm_window
         )
 
     async def _submit(self, spec: slurm_job.JobSpec, options: SliceOptions) -> None:
