@@ -10,15 +10,27 @@ a Dask `LocalCluster` and NumPy). From the moment the kernel is asked to start i
 - **`print(1)`**: the first cell's result, a cell that does not use Dask;
 - **Dask cell**: `client.submit(sum, [1, 2]).result()`, sent right after `print(1)`.
 
+The kernel starts its cluster in the background (slicehub.extensions.background). The same kernel
+is also started with its cluster waited for before it answers
+(`--IPKernelApp.exec_lines=client.scheduler_info()`), which is how the extension started before
+the background start: what the change saves, in the same run.
+
 Baseline, same run, alternating with it: the stock `python3` ipykernel with the same environment;
 its Dask cell starts the cluster the Slicehub kernel would plan (same workers, threads, memory
 limit and TLS) by hand, as a student without Slicehub would, then submits the same task.
 
-Where the Slicehub kernel's extra start goes is measured apart, in a throwaway instrumented run:
+Where the Slicehub kernel's start goes is measured apart, in a throwaway instrumented run:
 this script re-runs itself (`--split-child`) in a subprocess with the same environment, imports
 what the kernel imports one by one and calls the kernel module's own `start()` with its steps
 (reading the slice, planning, the CUDA probe, the cluster's start, the client) wrapped in
 `time.perf_counter` timers. The kernel module is not edited; the numbers are the same code's.
+
+A warm kernel (slicehub.extensions.warm_kernel) is measured through a real Jupyter server (the
+venv's `jupyter-server`, the GPU kernel its default), the way JupyterLab opens a notebook:
+`POST api/sessions`, then the kernel's websocket, `print(1)`, the Dask cell; seconds from the
+session request. A pre-warmed server (SLICEHUB_PREWARM=1, a fresh one per run) is asked once its
+warm kernel has answered and had `WARM_SETTLE_S` to start its cluster, as a class server started
+ahead is; the same server without pre-warming starts the kernel on the request.
 
     .venv/bin/python bench/kernel_start.py [--runs 10 | --quick] [--write]
 """
@@ -26,10 +38,14 @@ what the kernel imports one by one and calls the kernel module's own `start()` w
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
 import platform
+import secrets
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +67,21 @@ from _common import check, cpu_model, memory, publish, usable_cores  # noqa: E40
 SITE = REPO / "hub_config" / "demo-site.toml"
 RESULTS = REPO / "bench" / "results" / "kernel_start.md"
 SLICEHUB_KERNEL, STOCK_KERNEL = "slicehub-gpu", "python3"
+# the same kernel, its cluster waited for before it answers: the start before the background one
+AT_START = f"{SLICEHUB_KERNEL}, cluster at start"
+WAIT_AT_START = ["--IPKernelApp.exec_lines=client.scheduler_info()"]
+WARM_SETTLE_S = 5.0  # a warm kernel is asked for this long after it answered (its cluster is up)
+# the venv's other server extensions, off in the measured servers: only Slicehub's are needed
+NOT_NEEDED = (
+    "dask_labextension",
+    "jupyter_lsp",
+    "jupyter_server_proxy",
+    "jupyter_server_terminals",
+    "jupyterlab",
+    "jupyterlab_nvdashboard",
+    "notebook_shim",
+)
+WARM_READY = "Slicehub: the warm kernel is ready"  # slicehub.extensions.warm_kernel's log line
 SLICE_TYPE = "h100.1g.10gb"
 # the quota client's import of jupyterhub.utils (aiohttp, sqlalchemy), timed apart from the rest
 # of the extension's import: only `%slicehub`'s money needs it
@@ -96,6 +127,12 @@ STEP_REMEDY = {
     FIRST_TASK: BACKGROUND,
 }
 CUPY_ASIDE = "import cupy (not on this slice's path)"
+# The measures of one notebook opened through a server, as table rows: (attribute, what it is).
+SESSION_MEASURES = (
+    ("session", "session reply (the kernel's id)"),
+    ("first_cell", "`print(1)` result (no Dask)"),
+    ("dask_cell", "Dask cell result"),
+)
 
 
 @dataclass(frozen=True)
@@ -107,6 +144,16 @@ class KernelRun:
     first_cell: float
     dask_cell: float
     dask_cell_alone: float
+
+
+@dataclass(frozen=True)
+class SessionRun:
+    """One notebook opened through a Jupyter server: seconds from the session request."""
+
+    server: str  # "warm" (pre-warmed, the warm kernel handed over) or "cold"
+    session: float
+    first_cell: float
+    dask_cell: float
 
 
 # -- pure: statistics and the report ------------------------------------------------------------
@@ -125,19 +172,57 @@ def spread(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), percentile(values, 95), max(values)
 
 
-def latency_table(ours: list[KernelRun], stock: list[KernelRun]) -> list[str]:
-    """The Markdown table of the kernels' answers, seconds, p50/p95/max over the runs."""
+def comparison_table(
+    start: str, measures, a_name: str, a_runs: list, b_name: str, b_runs: list
+) -> list[str]:
+    """A Markdown table, seconds, p50/p95/max over the runs of A and of B, and A - B at p50;
+    one row per (attribute, label) of `measures`."""
     lines = [
-        f"| from asking for the kernel to… | {SLICEHUB_KERNEL} p50 | p95 | max "
-        f"| {STOCK_KERNEL} (stock) p50 | p95 | max | difference p50 |",
+        f"| {start} | {a_name} p50 | p95 | max | {b_name} p50 | p95 | max | difference p50 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for attr, label in MEASURES:
-        a = spread([getattr(r, attr) for r in ours])
-        b = spread([getattr(r, attr) for r in stock])
+    for attr, label in measures:
+        a = spread([getattr(r, attr) for r in a_runs])
+        b = spread([getattr(r, attr) for r in b_runs])
         cells = " | ".join(f"{x:.2f}" for x in (*a, *b))
         lines.append(f"| {label} | {cells} | {a[0] - b[0]:+.2f} |")
     return lines
+
+
+def latency_table(ours: list[KernelRun], stock: list[KernelRun]) -> list[str]:
+    """The Markdown table of the kernels' answers, seconds, p50/p95/max over the runs."""
+    return comparison_table(
+        "from asking for the kernel to…",
+        MEASURES,
+        SLICEHUB_KERNEL,
+        ours,
+        f"{STOCK_KERNEL} (stock)",
+        stock,
+    )
+
+
+def change_table(ours: list[KernelRun], at_start: list[KernelRun]) -> list[str]:
+    """The background start against the same kernel with its cluster waited for at start."""
+    return comparison_table(
+        "from asking for the kernel to…",
+        MEASURES,
+        "background start",
+        ours,
+        "cluster at start",
+        at_start,
+    )
+
+
+def session_table(warm: list[SessionRun], cold: list[SessionRun]) -> list[str]:
+    """A pre-warmed server's hand-over against the same server starting the kernel."""
+    return comparison_table(
+        "from the session request to…",
+        SESSION_MEASURES,
+        "warm kernel",
+        warm,
+        "kernel started on request",
+        cold,
+    )
 
 
 def step_spreads(splits: list[list[tuple[str, float]]]) -> dict[str, tuple[float, float, float]]:
@@ -153,8 +238,7 @@ def split_table(splits: list[list[tuple[str, float]]]) -> list[str]:
     """The Markdown table of the instrumented start's steps, seconds."""
     steps = step_spreads(splits)
     lines = [
-        "| step of the start (in this order) | p50 | p95 | max | could leave a non-Dask cell's "
-        "path by |",
+        "| step of the start (in this order) | p50 | p95 | max | off a non-Dask cell's path by |",
         "|---|---:|---:|---:|---|",
     ]
     total = 0.0
@@ -175,9 +259,13 @@ def split_table(splits: list[list[tuple[str, float]]]) -> list[str]:
 
 
 def shortening(
-    ours: list[KernelRun], stock: list[KernelRun], splits: list[list[tuple[str, float]]]
+    ours: list[KernelRun],
+    stock: list[KernelRun],
+    splits: list[list[tuple[str, float]]],
+    at_start: list[KernelRun] | None = None,
 ) -> list[str]:
-    """What could be shortened, with the gains estimated from the measured p50s."""
+    """Where the start's work went, with the gains estimated from the measured p50s; with
+    `at_start` (the kernel waiting for its cluster at start), a Dask cell's own time."""
     steps = {name: s[0] for name, s in step_spreads(splits).items() if name != CUPY_ASIDE}
 
     def median(attr: str, runs: list[KernelRun]) -> float:
@@ -199,55 +287,92 @@ def shortening(
     quota = steps.get(QUOTA_IMPORT, 0.0)
     estimate = first_stock + staying
     cupy = step_spreads(splits).get(CUPY_ASIDE)
+    own_time = ""
+    if at_start:  # the cluster was up when its Dask cell came
+        own_time = (
+            f"; one sent once the cluster is up answers in the Dask cell's own time, "
+            f"{median('dask_cell_alone', at_start):.2f} s"
+        )
     out = [
-        "## What could be shortened",
+        "## Where the start's work went",
         "",
         f"The Slicehub kernel answers its first cell {first - first_stock:.2f} s after the stock "
         f"kernel (p50 {first:.2f} s against {first_stock:.2f} s; kernel_info {ready:.2f} s "
-        f"against {ready_stock:.2f} s), because the extension does all its work before the kernel "
-        f"answers. The instrumented start puts that work at {sum(added.values()):.2f} s (the "
-        f"steps after ipykernel's import, the first task left out; timed in a plain interpreter, "
-        f"so not exactly the difference): {imports:.2f} s importing "
-        f"NumPy, Dask and distributed, {cluster:.2f} s starting the cluster and connecting its "
-        f"client, {quota:.2f} s importing jupyterhub.utils for the quota client, "
-        f"{_short(checks)} reading and checking the slice, {_short(staying - checks)} for the "
-        "rest.",
+        f"against {ready_stock:.2f} s). The instrumented start puts the extension's work at "
+        f"{sum(added.values()) - lazy:.2f} s (the steps after ipykernel's import, the first "
+        f"task left out; timed in a plain interpreter, one step after another): {imports:.2f} s "
+        f"importing NumPy, Dask and distributed, {cluster:.2f} s starting the cluster and "
+        f"connecting its client, {_short(checks)} reading and checking the slice, "
+        f"{_short(staying - checks)} for the rest; and {quota:.2f} s importing jupyterhub.utils "
+        "for the quota client, which the start no longer does (below).",
         "",
-        f"- **Start the cluster in the background.** If the extension read the slice, put the "
-        f"`client` in the namespace as a placeholder that waits for the cluster, and did the "
-        f"imports and the cluster's start on a thread, up to {background:.2f} s would leave the "
-        f"path of a cell that does not use Dask (an upper bound: on this machine's "
-        f"{usable_cores()} cores the cluster's start competes with the first cells for CPU). A "
-        f"Dask cell sent at once would still wait for the cluster; one sent after the student "
-        f"has read the page for a couple of seconds would answer in the Dask cell's own time, "
-        f"{dask_alone:.2f} s here. (Starting the same cluster by hand in a stock kernel's cell "
-        f"takes {stock_dask:.2f} s: the Slicehub kernel saves that on the first Dask cell, and a "
-        "background start keeps the saving.)",
-        f"- **A lazy import of the quota client.** `slicehub.extensions.session` imports "
-        f"`slicehub.common.quota_client`, which imports `jupyterhub.utils` (aiohttp, "
-        f"sqlalchemy): {quota:.2f} s that only `%slicehub`'s money line needs. Imported when "
-        "`%slicehub` first asks the quota service, it leaves the start altogether.",
-        f"- Together, at best: a non-Dask first cell at the stock kernel's time plus what stays "
-        f"({_short(staying)}), about {estimate:.2f} s instead of {first:.2f} s. NumPy, Dask and "
-        "distributed imported lazily instead of in the background would only move their "
-        f"{imports:.2f} s to the first cell that uses `xp` or `client`.",
+        f"- **The cluster starts in the background.** The extension reads the slice, puts "
+        f"stand-ins for `client` and `slicehub` in the namespace (they wait for the cluster on "
+        f"first use; so does Dask's scheduler until the `Client` exists) and does the imports "
+        f"and the cluster's start on a thread: by the split, up to {background:.2f} s would "
+        f"leave the path of a cell that does not use Dask (an upper bound: on this machine's "
+        f"{usable_cores()} cores the thread competes with the first cells for CPU and for the "
+        f"GIL). A Dask cell sent at once waits for the rest of the cluster's start: "
+        f"{dask_alone:.2f} s from sending it to its result here{own_time}. (Starting the same "
+        f"cluster by hand in a stock kernel's cell takes {stock_dask:.2f} s from sending that "
+        "cell: the Slicehub kernel's cluster starts while the student reads the page.)",
+        f"- **The quota client is imported when `%slicehub` first asks for the money** (commit "
+        f"1d4966d): `slicehub.common.quota_client` imports `jupyterhub.utils` (aiohttp, "
+        f"sqlalchemy), {quota:.2f} s that only `%slicehub`'s money line needs; it is no longer "
+        "in the start.",
+        f"- At best, by the split: a non-Dask first cell at the stock kernel's time plus what "
+        f"stays on the kernel's own path ({_short(staying)}), about {estimate:.2f} s instead of "
+        f"{first:.2f} s measured; the rest is the thread's work taking CPU and the GIL from the "
+        "kernel's first answers. NumPy, Dask and distributed imported lazily instead of on the "
+        f"thread would only move their {imports:.2f} s to the first cell that uses `xp` or "
+        "`client`.",
     ]
     if cupy is not None:
         out.append(
             f"- **On a GPU slice** the CUDA probe imports CuPy ({cupy[0]:.2f} s here, imported "
             "but not used) and initialises CUDA before the cluster can be planned, and "
-            "Dask-CUDA's cluster adds its RMM pools; the probe must stay before the plan, but the "
-            "background start would take the cluster off the first non-Dask cell's path. Not "
-            "measured on a GPU here."
+            "Dask-CUDA's cluster adds its RMM pools: all on the thread too, so a non-Dask cell "
+            "does not wait for them; `xp` is CuPy only once Dask-CUDA started (NumPy when it "
+            "could not), so a cell that uses `xp` waits for the cluster there. Not measured on "
+            "a GPU here."
         )
-    out += [
-        "- **Pre-warming (issue 15)** starts servers, not kernels: the kernel starts when the "
-        "student opens a notebook, so this start stays on the student's path unless a "
-        "pre-warmed server also starts a kernel ahead.",
-        "",
-        "This is an analysis of the measured split, not a change: the kernel is as it was.",
-    ]
     return out
+
+
+def change_notes(ours: list[KernelRun], at_start: list[KernelRun]) -> list[str]:
+    """What the background start saved, from the same run."""
+
+    def median(attr: str, runs: list[KernelRun]) -> float:
+        return statistics.median(getattr(r, attr) for r in runs)
+
+    first, first_before = median("first_cell", ours), median("first_cell", at_start)
+    dask, dask_before = median("dask_cell", ours), median("dask_cell", at_start)
+    return [
+        f"A first cell that does not use Dask answers {first:.2f} s after the kernel is asked "
+        f"for, against {first_before:.2f} s when the kernel waits for its cluster before it "
+        f"answers (p50; {first_before - first:.2f} s less). A Dask cell sent right after it "
+        f"answers {dask:.2f} s after the start against {dask_before:.2f} s: the cluster takes "
+        "as long to start either way, and that cell waits for it (on the cluster: `client` and "
+        "Dask's scheduler wait, nothing runs on Dask's local scheduler)."
+    ]
+
+
+def warm_notes(warm: list[SessionRun], cold: list[SessionRun]) -> list[str]:
+    """What a warm kernel saves a student who opens a notebook, from the same run."""
+
+    def median(attr: str, runs: list[SessionRun]) -> float:
+        return statistics.median(getattr(r, attr) for r in runs)
+
+    first, first_cold = median("first_cell", warm), median("first_cell", cold)
+    dask, dask_cold = median("dask_cell", warm), median("dask_cell", cold)
+    return [
+        f"With the warm kernel handed over, a student's first cell answers {first:.2f} s after "
+        f"the notebook asks for its kernel, against {first_cold:.2f} s when the server starts "
+        f"the kernel then (p50), and a first Dask cell {dask:.2f} s against {dask_cold:.2f} s: "
+        "the warm kernel's cluster was up before the student came. The hand-over's silent cell "
+        "(the kernel moved to the notebook's folder) is in the session reply. One warm kernel "
+        "per server, not replaced: the next notebook starts its kernel as the cold column does."
+    ]
 
 
 def _short(seconds: float) -> str:
@@ -309,7 +434,7 @@ def run_cell(kc, code: str, timeout: float) -> str:
         if kind == "stream":
             text.append(content["text"])
         elif kind == "execute_result":
-            text.append(content["data"].get("text/plain", ""))
+            text.append(content["data"].get("text/plain", "") + "\n")
         elif kind == "error":
             text.append(f"{content['ename']}: {content['evalue']}")
 
@@ -356,15 +481,24 @@ def iopub_connected(kc, timeout: float) -> None:
             break
 
 
-def time_kernel(kernel: str, env: dict[str, str], dask_cell: str, timeout: float) -> KernelRun:
-    """Start `kernel` as a server would, run the two cells, shut it down; the timings."""
+def time_kernel(
+    kernel: str, env: dict[str, str], dask_cell: str, timeout: float, at_start: bool = False
+) -> KernelRun:
+    """Start `kernel` as a server would, run the two cells, shut it down; the timings.
+    `at_start`: the Slicehub kernel waits for its cluster before it answers (run as AT_START)."""
     from jupyter_client.manager import KernelManager
 
     km = KernelManager(kernel_name=kernel)
     log = Path(env["TMPDIR"]) / f"{kernel}.log"  # the kernel's own messages, shown if it fails
     with log.open("a") as stderr:
         t0 = time.perf_counter()
-        km.start_kernel(env=env, cwd=env["TMPDIR"], stdout=subprocess.DEVNULL, stderr=stderr)
+        km.start_kernel(
+            env=env,
+            cwd=env["TMPDIR"],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            extra_arguments=WAIT_AT_START if at_start else [],
+        )
     kc = km.client()
     kc.start_channels()
     try:
@@ -372,13 +506,14 @@ def time_kernel(kernel: str, env: dict[str, str], dask_cell: str, timeout: float
         iopub_connected(kc, timeout)
         out = run_cell(kc, "print(1)", timeout)
         first = time.perf_counter() - t0
-        check(out.rstrip().endswith("1"), f"print(1) printed {out!r}")
-        if kernel == SLICEHUB_KERNEL:
+        check("1" in out.splitlines(), f"print(1) printed {out!r}")
+        if kernel == SLICEHUB_KERNEL and not at_start:  # at start: announced to nobody
             check("Dask" in out, f"the kernel announced no cluster: {out!r}")
         sent = time.perf_counter()
         out = run_cell(kc, dask_cell, timeout)
         done = time.perf_counter()
-        check(out.strip() == "3", f"the Dask cell answered {out!r}")
+        # the kernel's line may come too: its cluster came up during this cell
+        check("3" in out.splitlines(), f"the Dask cell answered {out!r}")
         if kernel == STOCK_KERNEL:
             run_cell(kc, STOCK_CLOSE_CELL, timeout)
     except BaseException:
@@ -387,7 +522,187 @@ def time_kernel(kernel: str, env: dict[str, str], dask_cell: str, timeout: float
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=False)
-    return KernelRun(kernel, ready, first, done - t0, done - sent)
+    return KernelRun(AT_START if at_start else kernel, ready, first, done - t0, done - sent)
+
+
+# -- measuring: a notebook opened through a real Jupyter server ---------------------------------
+
+
+class Server:
+    """The venv's `jupyter-server` in `root`, the GPU kernel its default, as a single-user
+    server on the slice; pre-warmed (SLICEHUB_PREWARM=1) or not."""
+
+    def __init__(self, root: Path, env: dict[str, str], prewarm: bool, timeout: float):
+        self.root = root
+        self.token = secrets.token_hex(16)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        (root / "notebooks").mkdir(parents=True)
+        (root / "config").mkdir()
+        (root / "config" / "jupyter_server_config.json").write_text(
+            json.dumps({"ServerApp": {"jpserver_extensions": dict.fromkeys(NOT_NEEDED, False)}})
+        )
+        server_env = {k: v for k, v in env.items() if not k.startswith("JUPYTER")}
+        server_env.update(
+            PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+            JUPYTER_CONFIG_DIR=str(root / "config"),
+            JUPYTER_RUNTIME_DIR=str(root / "runtime"),
+            SLICEHUB_PREWARM="1" if prewarm else "0",
+        )
+        self.log_path = root / "server.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "jupyter-server"),
+                    "--no-browser",
+                    "--ip=127.0.0.1",
+                    f"--port={self.port}",
+                    "--port-retries=0",
+                    *(["--allow-root"] if os.geteuid() == 0 else []),
+                    f"--IdentityProvider.token={self.token}",
+                    f"--ServerApp.root_dir={root / 'notebooks'}",
+                    f"--MappingKernelManager.default_kernel_name={SLICEHUB_KERNEL}",
+                ],
+                env=server_env,
+                cwd=root,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.wait_for(lambda: self.answers(), timeout, "the server did not answer")
+
+    def answers(self) -> bool:
+        from urllib.error import URLError
+        from urllib.request import Request, urlopen
+
+        request = Request(f"http://127.0.0.1:{self.port}/api/status")
+        request.add_header("Authorization", f"token {self.token}")
+        try:
+            with urlopen(request, timeout=2) as r:
+                return r.status == 200
+        except (URLError, OSError):
+            return False
+
+    def logged(self, text: str) -> bool:
+        return text in self.log_path.read_text(errors="replace")
+
+    def wait_for(self, ready, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_path.read_text(errors="replace")[-3000:]
+                self.close()
+                check(False, f"{what}; the server's log:\n{tail}")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the server and its kernels
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+
+
+async def open_notebook(server: Server, path: str, timeout: float) -> tuple[SessionRun, str]:
+    """What JupyterLab does to open `path`: the session, the kernel's websocket, then the two
+    cells; the timings from the session request, and the first cell's output."""
+    import uuid
+
+    from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    auth = {"Authorization": f"token {server.token}"}
+    base = f"127.0.0.1:{server.port}"
+    name = path.rsplit("/", 1)[-1]
+    body = {"path": path, "name": name, "type": "notebook", "kernel": {"name": SLICEHUB_KERNEL}}
+    http = AsyncHTTPClient()
+    t0 = time.perf_counter()
+    reply = await http.fetch(
+        f"http://{base}/api/sessions",
+        method="POST",
+        body=json.dumps(body),
+        headers=auth,
+        request_timeout=timeout,
+    )
+    session = time.perf_counter() - t0
+    kernel_id = json.loads(reply.body)["kernel"]["id"]
+    ws = await websocket_connect(
+        HTTPRequest(f"ws://{base}/api/kernels/{kernel_id}/channels", headers=auth)
+    )
+
+    async def cell(code: str) -> str:
+        msg_id = uuid.uuid4().hex
+        header = {"msg_id": msg_id, "msg_type": "execute_request", "username": "student"}
+        header.update(session=uuid.uuid4().hex, version="5.3", date="")
+        content = {"code": code, "silent": False, "store_history": True}
+        ws.write_message(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "content": content,
+                    "channel": "shell",
+                    "buffers": [],
+                }
+            )
+        )
+        text: list[str] = []
+        while True:
+            raw = await asyncio.wait_for(ws.read_message(), timeout)
+            check(raw is not None, "the kernel's websocket closed")
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            kind, content = msg["msg_type"], msg["content"]
+            if kind == "stream":
+                text.append(content["text"])
+            elif kind == "error":
+                check(False, f"{code!r} failed: {content['ename']}: {content['evalue']}")
+            elif kind == "status" and content["execution_state"] == "idle":
+                return "".join(text)
+
+    try:
+        out = await cell("print(1)")
+        first = time.perf_counter() - t0
+        check("1" in out.splitlines() and "Dask" in out, f"print(1) printed {out!r}")
+        answer = await cell(f"print({DASK_CELL})")
+        dask = time.perf_counter() - t0
+        check("3" in answer.splitlines(), f"the Dask cell answered {answer!r}")
+    finally:
+        ws.close()
+    sessions = await http.fetch(f"http://{base}/api/sessions", headers=auth)
+    for s in json.loads(sessions.body):  # the kernel shut down before the next run
+        if s["kernel"]["id"] == kernel_id:
+            await http.fetch(
+                f"http://{base}/api/sessions/{s['id']}",
+                method="DELETE",
+                headers=auth,
+                request_timeout=timeout,
+            )
+    return SessionRun("", session, first, dask), out
+
+
+def time_warm(root: Path, env: dict[str, str], timeout: float) -> tuple[SessionRun, str]:
+    """A fresh pre-warmed server; once its warm kernel answered and had WARM_SETTLE_S, a
+    notebook is opened; the server is stopped after."""
+    server = Server(root, env, prewarm=True, timeout=timeout)
+    try:
+        server.wait_for(lambda: server.logged(WARM_READY), timeout, "no warm kernel was ready")
+        time.sleep(WARM_SETTLE_S)
+        run, out = asyncio.run(open_notebook(server, "class.ipynb", timeout))
+        check(server.logged("(the warm kernel, handed over)"), "the warm kernel was not used")
+    finally:
+        server.close()
+    return SessionRun("warm", run.session, run.first_cell, run.dask_cell), out
+
+
+def time_cold(server: Server, path: str, timeout: float) -> SessionRun:
+    run, _ = asyncio.run(open_notebook(server, path, timeout))
+    return SessionRun("cold", run.session, run.first_cell, run.dask_cell)
 
 
 def instrumented_split(env: dict[str, str], timeout: float) -> tuple[list[tuple[str, float]], str]:
@@ -480,22 +795,36 @@ def main(argv: list[str] | None = None) -> int:
         # untimed warm-up of each: the first start after a build reads cold files
         time_kernel(SLICEHUB_KERNEL, env, DASK_CELL, args.timeout)
         time_kernel(STOCK_KERNEL, env, stock_cell, args.timeout)
+        cold_server = Server(Path(tmp) / "cold", env, prewarm=False, timeout=args.timeout)
         ours: list[KernelRun] = []
+        at_start: list[KernelRun] = []
         stock: list[KernelRun] = []
         splits: list[list[tuple[str, float]]] = []
-        line = ""
-        for i in range(runs):  # alternating, so the machine's other work falls on both alike
-            ours.append(time_kernel(SLICEHUB_KERNEL, env, DASK_CELL, args.timeout))
-            stock.append(time_kernel(STOCK_KERNEL, env, stock_cell, args.timeout))
-            split, line = instrumented_split(env, args.timeout)
-            splits.append(split)
-            a, b = ours[-1], stock[-1]
-            print(
-                f"run {i + 1}/{runs}: {SLICEHUB_KERNEL} ready {a.ready:.2f} s, print(1) "
-                f"{a.first_cell:.2f} s, Dask {a.dask_cell:.2f} s; {STOCK_KERNEL} ready "
-                f"{b.ready:.2f} s, print(1) {b.first_cell:.2f} s, Dask {b.dask_cell:.2f} s",
-                flush=True,
-            )
+        warm: list[SessionRun] = []
+        cold: list[SessionRun] = []
+        line = warm_line = ""
+        try:
+            time_cold(cold_server, "warm-up.ipynb", args.timeout)
+            for i in range(runs):  # alternating, so the machine's other work falls on all alike
+                ours.append(time_kernel(SLICEHUB_KERNEL, env, DASK_CELL, args.timeout))
+                at_start.append(time_kernel(SLICEHUB_KERNEL, env, DASK_CELL, args.timeout, True))
+                stock.append(time_kernel(STOCK_KERNEL, env, stock_cell, args.timeout))
+                split, line = instrumented_split(env, args.timeout)
+                splits.append(split)
+                run, warm_line = time_warm(Path(tmp) / f"warm-{i}", env, args.timeout)
+                warm.append(run)
+                cold.append(time_cold(cold_server, f"cold-{i}.ipynb", args.timeout))
+                a, b, c, w, k = ours[-1], at_start[-1], stock[-1], warm[-1], cold[-1]
+                print(
+                    f"run {i + 1}/{runs}: print(1) {a.first_cell:.2f} s (cluster at start "
+                    f"{b.first_cell:.2f} s, {STOCK_KERNEL} {c.first_cell:.2f} s); Dask "
+                    f"{a.dask_cell:.2f} s ({b.dask_cell:.2f} s, {c.dask_cell:.2f} s); from the "
+                    f"session request, print(1): warm {w.first_cell:.2f} s, cold "
+                    f"{k.first_cell:.2f} s",
+                    flush=True,
+                )
+        finally:
+            cold_server.close()
 
     command = " ".join(["bench/kernel_start.py", *(argv if argv is not None else sys.argv[1:])])
     lines = [
@@ -508,7 +837,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}",
         f"- Slice: the demo site's `{SLICE_TYPE}` (hub_config/demo-site.toml), its MIG instance "
         "declared (no GPU on this machine), in the SLICEHUB_* environment a spawner writes.",
-        f"- What the kernel did at start (its own line): {line.replace(chr(10), ' / ')}",
+        f"- What the kernel says when its cluster is up (its own line): "
+        f"{line.replace(chr(10), ' / ')}",
         f"- {runs} starts of each kernel, alternating, after one untimed warm-up start of each; "
         "seconds from `KernelManager.start_kernel` (jupyter_client, as a Jupyter server starts "
         "a kernel); p95 is the nearest rank (with fewer than 20 runs, the largest). "
@@ -517,14 +847,38 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *latency_table(ours, stock),
         "",
+        "## What the background start changed",
+        "",
+        "The same kernel, same run, with its cluster waited for before it answers "
+        f"(`{WAIT_AT_START[0]}`: the extension's start before the cluster moved to a thread).",
+        "",
+        *change_table(ours, at_start),
+        "",
+        *change_notes(ours, at_start),
+        "",
+        "## A warm kernel: a pre-warmed class server",
+        "",
+        f"Through the venv's `jupyter-server` ({SLICEHUB_KERNEL} its default kernel), the way "
+        "JupyterLab opens a notebook: `POST api/sessions`, the kernel's websocket, `print(1)`, "
+        "then the Dask cell; seconds from the session request. Warm: a fresh server per run "
+        f"with SLICEHUB_PREWARM=1, asked {WARM_SETTLE_S:g} s after its warm kernel answered "
+        "(a class server is started ahead). Cold: the same kind of server without pre-warming, "
+        f"starting the kernel on the request. {runs} of each, alternating with the runs above. "
+        "The warm kernel's first cell printed: "
+        + next((x for x in warm_line.splitlines() if "Dask" in x), warm_line.strip()),
+        "",
+        *session_table(warm, cold),
+        "",
+        *warm_notes(warm, cold),
+        "",
         f"Where the Slicehub kernel's start goes: {runs} instrumented starts in a fresh "
-        "interpreter with the same environment, the kernel module's own `start()` with its steps "
-        "timed (`time.perf_counter`), imports timed one by one before it (each one's time is "
-        "what it adds to those above it).",
+        "interpreter with the same environment, the kernel module's own `start()` (what the "
+        "thread runs) with its steps timed (`time.perf_counter`), imports timed one by one "
+        "before it (each one's time is what it adds to those above it).",
         "",
         *split_table(splits),
         "",
-        *shortening(ours, stock, splits),
+        *shortening(ours, stock, splits, at_start),
         "",
     ]
     publish("\n".join(lines), RESULTS, args.write)

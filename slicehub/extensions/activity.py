@@ -8,7 +8,9 @@ this server's own clock: the server's start; the kernels' last messages (jupyter
 whose Dask cluster had tasks. It also says what works *now*, in sentences: a kernel busy or
 starting (even a silent one), Dask tasks processing in any kernel's cluster (from the kernels'
 heartbeat files, `slicehub.extensions.heartbeat`), the GPU signal active. While anything works the
-server is not idle at all (`idle_seconds` 0). Whether that idleness warns or parks is the quota
+server is not idle at all (`idle_seconds` 0). A warm kernel (`slicehub.extensions.warm_kernel`)
+is not among the kernel manager's kernels until a notebook takes it, so it counts as nothing
+here; its heartbeat says 0 tasks. Whether that idleness warns or parks is the quota
 service's decision (`slicehub.quota.parking`), not this module's.
 
 `Activity` is one server's state: the browser's last activity, which front ends polled the status
