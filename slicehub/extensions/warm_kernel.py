@@ -135,9 +135,10 @@ class WarmKernelManager(AsyncMappingKernelManager):
     warm_kernel_name = Unicode(
         "",
         config=True,
-        help="""The kernelspec of the warm kernel; "" (the default) is the server's default
-        kernel (`MappingKernelManager.default_kernel_name`). It must be a Python (ipykernel)
-        kernel. Example: c.WarmKernelManager.warm_kernel_name = "slicehub-gpu" """,
+        help="""The kernelspec of the warm kernel; "" (the default): the GPU kernel
+        (slicehub-gpu) where it is installed, the class's notebooks' kernel, else the server's
+        default kernel (`MappingKernelManager.default_kernel_name`). It must be a Python
+        (ipykernel) kernel. Example: c.WarmKernelManager.warm_kernel_name = "python3" """,
     )
     warm_start_timeout = Float(
         120.0,
@@ -179,6 +180,14 @@ class WarmKernelManager(AsyncMappingKernelManager):
         if self.prewarm:  # once the server's loop runs: the server's start does not wait
             IOLoop.current().add_callback(self.start_warm_kernel)
 
+    def warm_name(self) -> str:
+        """The warm kernel's kernelspec (`warm_kernel_name`, with its default)."""
+        if self.warm_kernel_name:
+            return self.warm_kernel_name
+        if GPU_KERNEL in self.kernel_spec_manager.find_kernel_specs():
+            return GPU_KERNEL
+        return self.default_kernel_name
+
     @property
     def warm_kernel(self) -> WarmKernel | None:
         """The warm kernel not handed over yet, if any."""
@@ -190,7 +199,7 @@ class WarmKernelManager(AsyncMappingKernelManager):
         Failures are logged: the first notebook then starts its own kernel."""
         if self._warm is not None:
             return
-        name = self.warm_kernel_name or self.default_kernel_name
+        name = self.warm_name()
         try:
             spec = self.kernel_spec_manager.get_kernel_spec(name)
         except Exception as e:  # NoSuchKernel and friends
@@ -404,14 +413,4 @@ def _load_jupyter_server_extension(serverapp) -> None:
     km = serverapp.kernel_manager
     if not (isinstance(km, WarmKernelManager) and km.prewarm):
         return
-    name = km.warm_kernel_name or km.default_kernel_name
-    serverapp.log.info("Slicehub: a warm kernel (%s) starts with the server", name)
-    if name != GPU_KERNEL and GPU_KERNEL in km.kernel_spec_manager.find_kernel_specs():
-        serverapp.log.warning(
-            "Slicehub: the warm kernel is %s, the server's default kernel: notebooks on %s do "
-            "not get it (set MappingKernelManager.default_kernel_name or "
-            "WarmKernelManager.warm_kernel_name to %s)",
-            name,
-            GPU_KERNEL,
-            GPU_KERNEL,
-        )
+    serverapp.log.info("Slicehub: a warm kernel (%s) starts with the server", km.warm_name())
