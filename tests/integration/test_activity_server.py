@@ -8,105 +8,33 @@ request waits for the front end's save."""
 from __future__ import annotations
 
 import concurrent.futures
-import json
-import os
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.integration.test_kernel_hub import run_cell
+from tests.jupyterserver import JupyterServer
 
 pytestmark = pytest.mark.integration
 
-VENV_BIN = Path(sys.executable).parent
-START_TIMEOUT_S = 60
-# the venv's other server extensions, off: this server needs only Slicehub's and the terminals'
-NOT_NEEDED = (
-    "dask_labextension",
-    "jupyter_lsp",
-    "jupyter_server_proxy",
-    "jupyterlab",
-    "jupyterlab_nvdashboard",
-    "notebook_shim",
-)
 
-
-class JupyterServer:
-    """One `jupyter-server` process, its token and a requests session that carries it."""
+class ActivityServer(JupyterServer):
+    """A Slicehub server of a CPU slice, ledger session 12, with the terminals on."""
 
     def __init__(self, root: Path):
-        self.root = root
-        self.runtime_dir = root / "runtime"
-        self.token = secrets.token_hex(16)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.http = requests.Session()
-        self.http.trust_env = False
-        self.http.headers["Authorization"] = f"token {self.token}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "SLICEHUB"))}
-        env.update(
-            PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
-            JUPYTER_RUNTIME_DIR=str(self.runtime_dir),
-            JUPYTER_CONFIG_DIR=str(root / "config"),
-            TMPDIR=str(root),
-            SLICEHUB_SLICE_TYPE="cpu",  # the GPU kernel starts a small CPU LocalCluster
-            SLICEHUB_CPUS="2",
-            SLICEHUB_MEMORY_BYTES=str(2 * 1024**3),
-            SLICEHUB_LEDGER_SESSION="12",
+        super().__init__(
+            root,
+            {
+                "SLICEHUB_SLICE_TYPE": "cpu",  # the GPU kernel starts a small CPU LocalCluster
+                "SLICEHUB_CPUS": "2",
+                "SLICEHUB_MEMORY_BYTES": str(2 * 1024**3),
+                "SLICEHUB_LEDGER_SESSION": "12",
+            },
+            keep=("jupyter_server_terminals",),
         )
-        (root / "notebooks").mkdir(parents=True)
-        (root / "config").mkdir()
-        extensions = {name: False for name in NOT_NEEDED} | {"slicehub.extensions.server": True}
-        (root / "config" / "jupyter_server_config.json").write_text(
-            json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
-        )
-        self.log = open(root / "server.log", "wb")  # closed in close()
-        self.process = subprocess.Popen(
-            [
-                str(VENV_BIN / "jupyter-server"),
-                "--no-browser",
-                "--ip=127.0.0.1",
-                f"--port={self.port}",
-                "--port-retries=0",
-                *(["--allow-root"] if os.geteuid() == 0 else []),
-                f"--IdentityProvider.token={self.token}",
-                f"--ServerApp.root_dir={root / 'notebooks'}",
-            ],
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                if self.http.get(f"{self.url}/api/status", timeout=2).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.close()
-        raise RuntimeError(f"jupyter-server did not start:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return (self.root / "server.log").read_text(errors="replace")[-4000:]
-
-    def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        kwargs.setdefault("timeout", 60)
-        return self.http.request(method, f"{self.url}/{path}", **kwargs)
 
     def activity(self) -> dict:
         r = self.api("GET", "slicehub/api/activity")
@@ -119,24 +47,10 @@ class JupyterServer:
         assert r.status_code == 201, r.text
         return r.json()["kernel"]["id"]
 
-    def ws(self, kernel_id: str) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels"
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # the server and every kernel it started
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self.http.close()
-        self.log.close()
-
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[JupyterServer]:
-    s = JupyterServer(tmp_path_factory.mktemp("jupyter"))
+def server(tmp_path_factory) -> Iterator[ActivityServer]:
+    s = ActivityServer(tmp_path_factory.mktemp("jupyter"))
     yield s
     s.close()
 

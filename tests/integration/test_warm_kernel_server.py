@@ -9,118 +9,46 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import secrets
-import signal
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
+from tests.jupyterserver import START_TIMEOUT_S, JupyterServer
+
 pytestmark = pytest.mark.integration
 
-VENV_BIN = Path(sys.executable).parent
-START_TIMEOUT_S = 60
 KERNEL = "slicehub-gpu"
 # an awkward folder: quotes, a backslash, a colon, a space, an accent
 FOLDER = 'week 1: it\'s "a" dir\\ é'
 NOTEBOOK = f"{FOLDER}/class.ipynb"
-# the venv's other server extensions, off: this server needs only Slicehub's
-NOT_NEEDED = (
-    "dask_labextension",
-    "jupyter_lsp",
-    "jupyter_server_proxy",
-    "jupyter_server_terminals",
-    "jupyterlab",
-    "jupyterlab_nvdashboard",
-    "notebook_shim",
-)
 WHOLE_LINE = re.compile(r"^CPU only · 2 CPUs, 2 GiB · Dask: 1 worker x 2 threads · NumPy · Dask "
                         r"dashboard: http://127\.0\.0\.1:\d+/status$")  # fmt: skip
 STARTING_LINE = "Dask cluster starting in the background (CPU only)"
 
 
-class PrewarmedServer:
+class PrewarmedServer(JupyterServer):
     """One `jupyter-server` started as the spawner starts a pre-warmed class server."""
 
     def __init__(self, root: Path):
-        self.root = root
-        self.runtime_dir = root / "runtime"
-        self.notebooks = root / "notebooks"
-        self.token = secrets.token_hex(16)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.http = requests.Session()
-        self.http.trust_env = False
-        self.http.headers["Authorization"] = f"token {self.token}"
-        (self.notebooks / FOLDER).mkdir(parents=True)
-        (self.notebooks / FOLDER / "helper.py").write_text("VALUE = 42\n")
-        (root / "config").mkdir()
-        extensions = {name: False for name in NOT_NEEDED}
-        (root / "config" / "jupyter_server_config.json").write_text(
-            json.dumps({"ServerApp": {"jpserver_extensions": extensions}})
+        (root / "notebooks" / FOLDER).mkdir(parents=True)
+        (root / "notebooks" / FOLDER / "helper.py").write_text("VALUE = 42\n")
+        super().__init__(
+            root,
+            {
+                "SLICEHUB_PREWARM": "1",
+                "SLICEHUB_SLICE_TYPE": "cpu",
+                "SLICEHUB_CPUS": "2",
+                "SLICEHUB_MEMORY_BYTES": str(2 * 1024**3),
+            },
+            # a GPU class image makes the GPU kernel the default: the warm kernel's kind
+            [f"--MappingKernelManager.default_kernel_name={KERNEL}"],
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "SLICEHUB"))}
-        env.update(
-            PATH=f"{VENV_BIN}:{env.get('PATH', '')}",
-            JUPYTER_RUNTIME_DIR=str(self.runtime_dir),
-            JUPYTER_CONFIG_DIR=str(root / "config"),
-            TMPDIR=str(root),
-            SLICEHUB_PREWARM="1",
-            SLICEHUB_SLICE_TYPE="cpu",
-            SLICEHUB_CPUS="2",
-            SLICEHUB_MEMORY_BYTES=str(2 * 1024**3),
-        )
-        self.log = open(root / "server.log", "wb")  # closed in close()
-        self.process = subprocess.Popen(
-            [
-                str(VENV_BIN / "jupyter-server"),
-                "--no-browser",
-                "--ip=127.0.0.1",
-                f"--port={self.port}",
-                "--port-retries=0",
-                *(["--allow-root"] if os.geteuid() == 0 else []),
-                f"--IdentityProvider.token={self.token}",
-                f"--ServerApp.root_dir={self.notebooks}",
-                # a GPU class image makes the GPU kernel the default: the warm kernel's kind
-                f"--MappingKernelManager.default_kernel_name={KERNEL}",
-            ],
-            env=env,
-            cwd=root,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                if self.http.get(f"{self.url}/api/status", timeout=2).ok:
-                    return
-            except requests.ConnectionError:
-                pass
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        self.close()
-        raise RuntimeError(f"jupyter-server did not start:\n{self.logs()}")
-
-    def logs(self) -> str:
-        return (self.root / "server.log").read_text(errors="replace")[-4000:]
-
-    def api(self, method: str, path: str, **kwargs) -> requests.Response:
-        kwargs.setdefault("timeout", 60)
-        return self.http.request(method, f"{self.url}/{path}", **kwargs)
 
     def open_notebook(self, path: str) -> str:
         """What JupyterLab does when it opens a notebook: a session; its kernel's id."""
@@ -132,17 +60,6 @@ class PrewarmedServer:
 
     def files(self, pattern: str) -> list[Path]:
         return sorted(self.runtime_dir.glob(pattern))
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # the server and every kernel it started
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self.http.close()
-        self.log.close()
 
 
 def execute(server: PrewarmedServer, kernel_id: str, code: str, timeout: float = 120) -> dict:

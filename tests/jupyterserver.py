@@ -1,0 +1,129 @@
+"""A real `jupyter-server` process of the venv, without a hub, for the tests of Slicehub's
+server side (tests/integration/test_activity_server.py, test_warm_kernel_server.py): its own
+runtime and config dirs (the venv's other server extensions off, Slicehub's on), a token, and a
+requests session that carries it. Closing it stops the server and every kernel it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import requests
+
+VENV_BIN = Path(sys.executable).parent
+START_TIMEOUT_S = 60
+# the venv's other server extensions: off unless a test keeps one (the terminals, say)
+OTHER_EXTENSIONS = (
+    "dask_labextension",
+    "jupyter_lsp",
+    "jupyter_server_proxy",
+    "jupyter_server_terminals",
+    "jupyterlab",
+    "jupyterlab_nvdashboard",
+    "notebook_shim",
+)
+
+
+class JupyterServer:
+    """One `jupyter-server` in `root` (notebooks under root/notebooks), with `env` on top of a
+    clean environment (no JUPYTER_* or SLICEHUB_* of the test's own) and `args` added to its
+    command line; the venv's other server extensions off except those in `keep`."""
+
+    def __init__(
+        self,
+        root: Path,
+        env: Mapping[str, str],
+        args: Sequence[str] = (),
+        keep: Sequence[str] = (),
+    ):
+        self.root = root
+        self.runtime_dir = root / "runtime"
+        self.notebooks = root / "notebooks"
+        self.token = secrets.token_hex(16)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.http = requests.Session()
+        self.http.trust_env = False
+        self.http.headers["Authorization"] = f"token {self.token}"
+        self.notebooks.mkdir(parents=True, exist_ok=True)
+        (root / "config").mkdir()
+        extensions = {name: False for name in OTHER_EXTENSIONS if name not in keep}
+        (root / "config" / "jupyter_server_config.json").write_text(
+            json.dumps(
+                {
+                    "ServerApp": {
+                        "jpserver_extensions": extensions | {"slicehub.extensions.server": True}
+                    }
+                }
+            )
+        )
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "SLICEHUB"))}
+        clean.update(
+            PATH=f"{VENV_BIN}:{clean.get('PATH', '')}",
+            JUPYTER_RUNTIME_DIR=str(self.runtime_dir),
+            JUPYTER_CONFIG_DIR=str(root / "config"),
+            TMPDIR=str(root),
+            **env,
+        )
+        self.log = open(root / "server.log", "wb")  # closed in close()
+        self.process = subprocess.Popen(
+            [
+                str(VENV_BIN / "jupyter-server"),
+                "--no-browser",
+                "--ip=127.0.0.1",
+                f"--port={self.port}",
+                "--port-retries=0",
+                *(["--allow-root"] if os.geteuid() == 0 else []),
+                f"--IdentityProvider.token={self.token}",
+                f"--ServerApp.root_dir={self.notebooks}",
+                *args,
+            ],
+            env=clean,
+            cwd=root,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if self.http.get(f"{self.url}/api/status", timeout=2).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        self.close()
+        raise RuntimeError(f"jupyter-server did not start:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return (self.root / "server.log").read_text(errors="replace")[-4000:]
+
+    def api(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 60)
+        return self.http.request(method, f"{self.url}/{path}", **kwargs)
+
+    def ws(self, kernel_id: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/kernels/{kernel_id}/channels"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)  # the server and every kernel it started
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self.http.close()
+        self.log.close()
