@@ -74,6 +74,20 @@ log = logging.getLogger("slicehub.kernel")
 
 DASHBOARD_LINK = "{JUPYTERHUB_SERVICE_PREFIX}proxy/{port}/status"
 COUNT_TIMEOUT_S = 2.0  # a scheduler loop that does not answer in this time keeps the last count
+# An idle cluster of Dask's defaults kept 6.4% of a core busy (its scheduler in the kernel,
+# its worker), measured on a pre-warmed class server waiting for its student: forty such servers
+# on a 2-core machine were the load every student's Start waited behind. These slower clocks
+# bring an idle cluster to ~2% (bench/results/classroom_burst.md): the event loop's watchdog tick
+# (20 ms: it only warns of a blocked loop), the dashboard's profiler (10 ms), its system monitor
+# (500 ms) and work stealing (100 ms). Defaults only: a user's own Dask config still wins; the
+# memory monitor, which spills and pauses workers, keeps Dask's own interval.
+QUIET_DASK = {
+    "distributed": {
+        "admin": {"tick": {"interval": "1s"}, "system-monitor": {"interval": "2s"}},
+        "worker": {"profile": {"interval": "100ms"}},
+        "scheduler": {"work-stealing-interval": "500ms"},
+    }
+}
 CLUSTER_WAIT_S = 300.0  # a cell waits this long for the cluster, then is told it is late
 CONFIGURE_WAIT_S = 30.0  # the first cells wait this long at most for Dask's scheduler to be set
 CLOSE_WAIT_S = 3.0  # a shutdown waits this long for a start under way (jupyter_client kills at 5)
@@ -262,6 +276,16 @@ def dask_processing_of(begun: BackgroundStart) -> int:
     return 0 if session is None else dask_processing(session.cluster)
 
 
+def quiet_dask() -> None:
+    """Make `QUIET_DASK` Dask's defaults, after distributed's own (so that ours replace only
+    those): a value the user set in their Dask config or environment stays theirs. The worker
+    processes get the same config (distributed copies it to every worker it spawns)."""
+    import dask
+    import distributed  # noqa: F401  (its defaults are registered on import)
+
+    dask.config.update_defaults(QUIET_DASK)
+
+
 def start(env) -> SliceSession:
     """Read the slice in `env`, start its cluster, return the session (blocking, seconds). What
     it made is closed, and its spill directory removed, when a later step fails."""
@@ -272,6 +296,7 @@ def start(env) -> SliceSession:
     spill_dir = tempfile.mkdtemp(prefix="slicehub-dask-", dir=env.get("TMPDIR") or None)
     cluster = None
     try:
+        quiet_dask()
         dask.config.set({"temporary-directory": spill_dir})  # the scheduler's scratch space too
         xp = None
         if p.backend == "cuda":
