@@ -154,7 +154,10 @@ def test_a_class_runs_in_its_reservation_on_slurm(hub_factory, tmp_path: Path, s
 
         # the window ends: the class's job ends by then, and the reservation goes
         left = (end - datetime.now(UTC)).total_seconds()
-        wait("stu1's server ended with the class", lambda: not _ready(hub, "stu1", True), left, hub)
+        # (by its time limit or the reservation's end; Slurm acts on either within ~30 s, and
+        # the hub notices at its next poll)
+        ended = left + 45
+        wait("stu1's server ended", lambda: not _ready(hub, "stu1", True), ended, hub)
         wait("the reservation removed", lambda: not reservations(slurm), left + 60)
     finally:
         for j in ours(slurm):
