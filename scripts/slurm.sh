@@ -609,7 +609,8 @@ start() {
 	install -d -m 0755 "$STATE_DIR" "$ETC" "$RUN" "$LOG" "$STATE_DIR/spool"
 	install -d -m 0700 "$STATE_DIR/spool/slurmctld"
 	while read -r node; do
-		install -d -m 0700 "$STATE_DIR/spool/slurmd-$node"
+		# 0755: a job runs its script from here as the user's own account (0700 refused it)
+		install -d -m 0755 "$STATE_DIR/spool/slurmd-$node"
 	done < <(node_names)
 	retire_gone_nodes
 	make_devices
