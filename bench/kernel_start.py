@@ -61,6 +61,9 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _common import check, cpu_model, memory, publish, usable_cores  # noqa: E402
 
+# the venv's other server extensions, off in the measured servers: only Slicehub's are needed
+from tests.jupyterserver import OTHER_EXTENSIONS  # noqa: E402
+
 # Nothing heavier than the standard library is imported at the top: the --split-child run times
 # the kernel's imports from a bare interpreter.
 
@@ -71,16 +74,6 @@ SLICEHUB_KERNEL, STOCK_KERNEL = "slicehub-gpu", "python3"
 AT_START = f"{SLICEHUB_KERNEL}, cluster at start"
 WAIT_AT_START = ["--IPKernelApp.exec_lines=client.scheduler_info()"]
 WARM_SETTLE_S = 5.0  # a warm kernel is asked for this long after it answered (its cluster is up)
-# the venv's other server extensions, off in the measured servers: only Slicehub's are needed
-NOT_NEEDED = (
-    "dask_labextension",
-    "jupyter_lsp",
-    "jupyter_server_proxy",
-    "jupyter_server_terminals",
-    "jupyterlab",
-    "jupyterlab_nvdashboard",
-    "notebook_shim",
-)
 WARM_READY = "Slicehub: the warm kernel is ready"  # slicehub.extensions.warm_kernel's log line
 SLICE_TYPE = "h100.1g.10gb"
 # the quota client's import of jupyterhub.utils (aiohttp, sqlalchemy), timed apart from the rest
@@ -541,7 +534,9 @@ class Server:
         (root / "notebooks").mkdir(parents=True)
         (root / "config").mkdir()
         (root / "config" / "jupyter_server_config.json").write_text(
-            json.dumps({"ServerApp": {"jpserver_extensions": dict.fromkeys(NOT_NEEDED, False)}})
+            json.dumps(
+                {"ServerApp": {"jpserver_extensions": dict.fromkeys(OTHER_EXTENSIONS, False)}}
+            )
         )
         server_env = {k: v for k, v in env.items() if not k.startswith("JUPYTER")}
         server_env.update(
