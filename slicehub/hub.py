@@ -158,7 +158,6 @@ def _spawner(c, settings: Settings, site: Site, deployment: Deployment):
         close_batchspawner_api()
         c.JupyterHub.spawner_class = "slicehub-slurm"
         spawner = c.SlurmSliceSpawner
-        spawner.batchspawner_singleuser_cmd = str(venv_bin / "batchspawner-singleuser")
         # where jobs' servers listen: 127.0.0.1 on a one-machine test cluster
         spawner.bind_ip = (
             os.environ.get("SLICEHUB_SLURM_BIND_IP") or deployment.hub.server_bind_ip or "127.0.0.1"

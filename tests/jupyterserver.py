@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import requests
@@ -35,7 +35,9 @@ OTHER_EXTENSIONS = (
 class JupyterServer:
     """One `jupyter-server` in `root` (notebooks under root/notebooks), with `env` on top of a
     clean environment (no JUPYTER_* or SLICEHUB_* of the test's own) and `args` added to its
-    command line; the venv's other server extensions off except those in `keep`."""
+    command line; the venv's other server extensions off except those in `keep`. `port_from`:
+    where a server that picks its own port (slicehub.extensions.port_report) is found to have
+    reported it (None until then); by default it listens where it is told."""
 
     def __init__(
         self,
@@ -43,6 +45,7 @@ class JupyterServer:
         env: Mapping[str, str],
         args: Sequence[str] = (),
         keep: Sequence[str] = (),
+        port_from: Callable[[], int | None] | None = None,
     ):
         self.root = root
         self.runtime_dir = root / "runtime"
@@ -96,8 +99,13 @@ class JupyterServer:
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
+            reported = port_from() if port_from is not None else None
+            if reported:
+                self.port, self.url = reported, f"http://127.0.0.1:{reported}"
             try:
-                if self.http.get(f"{self.url}/api/status", timeout=2).ok:
+                if (port_from is None or reported) and self.http.get(
+                    f"{self.url}/api/status", timeout=2
+                ).ok:
                     return
             except requests.ConnectionError:
                 pass

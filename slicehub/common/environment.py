@@ -30,6 +30,7 @@ PROJECT = "SLICEHUB_PROJECT"
 LEDGER_SESSION = "SLICEHUB_LEDGER_SESSION"
 QUOTA_URL = "SLICEHUB_QUOTA_URL"
 PREWARM = "SLICEHUB_PREWARM"  # "1": started ahead of a class for its student, not yet claimed
+REPORT_PORT = "SLICEHUB_REPORT_PORT"  # "1": bind a port the OS picks, then tell the hub (Slurm)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ from slicehub.common import clock
 from slicehub.common.environment import PREWARM
 from slicehub.common.quota_client import QuotaClient
 
+from . import port_report
 from .activity import ANONYMOUS, SAMPLE_S, Activity
 from .claim import WAITING, Claim, watch_requests
 from .session import SessionMoney
@@ -306,6 +307,8 @@ def _jupyter_server_extension_points():
 
 
 def _load_jupyter_server_extension(serverapp) -> None:
+    # in a Slurm job: the port is the OS's choice, told to the hub once the server listens
+    port_report.start(serverapp)
     settings = serverapp.web_app.settings
     s = read(os.environ)
     activity = Activity(

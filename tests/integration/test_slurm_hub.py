@@ -176,7 +176,7 @@ def server_process(job_id: str) -> psutil.Process:
     def find():
         for p in psutil.process_iter():
             try:
-                if p.environ().get("SLURM_JOB_ID") == job_id and "batchspawner-singleuser" in (
+                if p.environ().get("SLURM_JOB_ID") == job_id and "jupyterhub-singleuser" in (
                     " ".join(p.cmdline())
                 ):
                     return p
@@ -406,7 +406,7 @@ def test_hostile_options_are_refused_and_never_reach_the_job(slurm_hub, slurm):
         assert fragment not in script, fragment
     venv = Path(sys.executable).parent
     assert script.startswith("#!/bin/bash\n")
-    assert f"exec {venv}/batchspawner-singleuser {venv}/jupyterhub-singleuser" in script, script
+    assert f"exec {venv}/jupyterhub-singleuser" in script, script  # it reports its own port
     assert "export CUDA_VISIBLE_DEVICES=\n" in script  # a CPU slice sees no GPU
     assert "token" not in script.lower()  # the server's secrets travel in its environment
     assert not Path("/tmp/slicehub-pwned").exists()
@@ -560,7 +560,7 @@ def test_squeue_failures_drop_nothing_and_a_killed_job_is_charged_until_it_died(
 def test_a_job_that_dies_before_the_notebook_starts_says_why_and_frees_everything(
     hub_factory, tmp_path, slurm
 ):
-    extra = "c.SlurmSliceSpawner.batchspawner_singleuser_cmd = '/nonexistent/batchspawner-su'\n"
+    extra = "c.Spawner.cmd = ['/nonexistent/jupyterhub-su']\n"
     hub, data = start_hub(hub_factory, tmp_path, slurm, extra=extra)
     hub.create_user("bob")
     free_before = free(slurm, "3g.40gb")
@@ -572,7 +572,7 @@ def test_a_job_that_dies_before_the_notebook_starts_says_why_and_frees_everythin
     else:
         message = hub.log_text()
     assert re.search(r"Slurm job \d+ ended \(FAILED\) before the notebook server started", message)
-    assert "/nonexistent/batchspawner-su" in message and "No such file" in message
+    assert "/nonexistent/jupyterhub-su" in message and "No such file" in message
     poll("the server is gone", lambda: hub.server_model("bob") is None)
     (session,) = ledger_sessions(data, "bob")
     assert session["status"] == "stopped"

@@ -165,11 +165,10 @@ def test_hub_requirements_are_pyprojects_dependencies():
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("name", ["jupyterhub", "batchspawner"])
-def test_hub_and_server_sides_agree(name):
-    """jupyterhub-singleuser and batchspawner-singleuser (in the single-user image) talk to the
-    hub's API (in the hub image): one version on both sides."""
-    server, hub = pins_by_name(SINGLEUSER_REQS)[name], pins_by_name(HUB_REQS)[name]
+def test_hub_and_server_sides_agree():
+    """jupyterhub-singleuser (in the single-user image) talks to the hub's API (in the hub
+    image): one version on both sides."""
+    server, hub = pins_by_name(SINGLEUSER_REQS)["jupyterhub"], pins_by_name(HUB_REQS)["jupyterhub"]
     assert server.version == hub.version, f"{server.where} vs {hub.where}"
 
 
@@ -371,7 +370,6 @@ def test_the_apptainer_batch_script_renders_and_parses(cpu_only):
     from slicehub.spawners.slurm import job as slurm_job
 
     command = [
-        "/opt/slicehub/bin/batchspawner-singleuser",
         "/opt/slicehub/bin/jupyterhub-singleuser",
         "--ip=0.0.0.0",
         "it's; quoted",

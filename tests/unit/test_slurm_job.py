@@ -112,14 +112,10 @@ def render(command, cpu_only=False, template=None):
 
 
 def test_the_script_quotes_every_value_and_has_no_sbatch_lines():
-    script = render(
-        [f"{VENV}/batchspawner-singleuser", f"{VENV}/jupyterhub-singleuser", "--notebook-dir=~/a b"]
-    )
+    script = render([f"{VENV}/jupyterhub-singleuser", "--notebook-dir=~/a b"])
     assert script.startswith("#!/bin/bash\n# Slicehub notebook server: a h100.1g.10gb slice")
     assert "#SBATCH" not in script
-    assert script.rstrip().endswith(
-        f"exec {VENV}/batchspawner-singleuser {VENV}/jupyterhub-singleuser '--notebook-dir=~/a b'"
-    )
+    assert script.rstrip().endswith(f"exec {VENV}/jupyterhub-singleuser '--notebook-dir=~/a b'")
     assert "CUDA_VISIBLE_DEVICES" not in script  # Slurm sets it for the job's GRES
     assert "export CUDA_VISIBLE_DEVICES=\n" in render(["x"], cpu_only=True)
 

@@ -258,7 +258,6 @@ def slurm(db, quota, tmp_path):
             db,
             quota_client_class=quota,
             slurm_client_class=client_class,
-            batchspawner_singleuser_cmd="batchspawner-singleuser",
             **kwargs,
         )
         spawner.user_options = {**OPTIONS, "project": "demo-lab"}
@@ -278,7 +277,7 @@ async def submitted(cluster, task) -> str:
 
 async def start_slurm_job(spawner, cluster, port=8765):
     """Start, and play Slurm and the server: the job runs, then the server reports its port
-    (as batchspawner-singleuser does through the hub's API, once metering has begun)."""
+    (as its server does through the hub's API once it listens, after metering has begun)."""
     task = asyncio.ensure_future(spawner.start())
     job_id = await submitted(cluster, task)
     cluster.run_job(job_id)
@@ -300,6 +299,7 @@ async def test_slurm_start_stop_and_the_reasons(slurm, quota, caplog):
     env = cluster.envs[0]
     assert env["SLICEHUB_SLICE_TYPE"] == "h100.1g.10gb" and "CUDA_VISIBLE_DEVICES" not in env
     assert env["SLICEHUB_DEVICES_DECLARED"] == "1"  # the test cluster's GRES are stand-ins
+    assert env["SLICEHUB_REPORT_PORT"] == "1"  # the server binds a free port and reports it
     assert quota.book.begins == [1]  # metered from the job's start, not the queue
 
     assert await spawner.poll() is None

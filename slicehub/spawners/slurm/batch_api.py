@@ -1,7 +1,8 @@
 """The one thing a starting server may tell the hub about itself: the port it listens on.
 
 batchspawner registers `POST /hub/api/batchspawner`, where `batchspawner-singleuser` reports the
-port it picked on the compute node. Its handler sets *any* attribute the JSON names on the
+port it picked on the compute node (Slicehub's servers report there too, once they listen:
+slicehub.extensions.port_report). batchspawner's handler sets *any* attribute the JSON names on the
 spawner (`{"job_id": "...", "req_gres": "...", "cmd": [...]}`), for anyone holding the server's
 token, and that token is in the user's own environment. This module replaces that handler with
 one that accepts exactly `{"port": <1-65535>}`, only from the server's own token, only while that

@@ -11,7 +11,9 @@ token set any spawner attribute, is replaced by `slicehub.spawners.slurm.batch_a
 A start: validate (400) -> hold the cost in the ledger (402/403/...) -> build the job from the site
 file (`slicehub.spawners.slurm.job`) -> sbatch -> while the job waits, progress says Slurm's reason
 and the queue position -> once it runs, tighten its time limit to the hold's end (Slurm ends it then
-at the latest, behind the quota service) -> the server reports its port -> ready. Any failure or a
+at the latest, behind the quota service) -> the server binds a port of the OS's choosing and
+reports it once it listens (`SLICEHUB_REPORT_PORT`, slicehub.extensions.port_report; not
+batchspawner-singleuser, whose port is picked seconds before the bind) -> ready. Any failure or a
 cancel on the way scancels the job and releases the hold.
 
 Slurm places jobs (the slice source is `SlurmSlices`: free counts from sinfo, nothing taken
@@ -37,6 +39,7 @@ from tornado import web
 from traitlets import Float, Integer, Type, Unicode, default
 
 from slicehub.common import clock
+from slicehub.common.environment import REPORT_PORT
 
 from ..mixin import SliceSpawnerMixin, join_hub_log
 from ..options import SliceOptions
@@ -201,6 +204,11 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
 
     # -- start ---------------------------------------------------------------------------
 
+    def get_env(self):
+        env = super().get_env()
+        env[REPORT_PORT] = "1"  # the server binds where it can and says so (.batch_api)
+        return env
+
     def report_port(self, port: int) -> None:
         """Called by `batch_api` when the server reports the port it listens on."""
         self.port = port
@@ -228,11 +236,12 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
             for k in ours
             if k.startswith("req_")
             or k in {"batch_script", "batch_submit_cmd", "batch_query_cmd", "batch_cancel_cmd"}
-            or k == "exec_prefix"
+            or k in {"exec_prefix", "batchspawner_singleuser_cmd"}
         )
         if ignored:
             self.log.warning(
-                "%s ignores %s: jobs are shaped by the site file's [slurm] table only",
+                "%s ignores %s: jobs are shaped by the site file's [slurm] table only, and run "
+                "the server (Spawner.cmd) itself, which reports its own port",
                 cls.__name__,
                 ", ".join(ignored),
             )
@@ -325,7 +334,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
             slice_type=options.slice_type.name,
             ledger_session=(self.ledger_session or {}).get("id"),
             cpu_only=spec.cpu_only,
-            command=[self.batchspawner_singleuser_cmd, *self.cmd, *self.get_args()],
+            command=[*self.cmd, *self.get_args()],
         )
         argv = slurm_job.sbatch_argv(spec, client.command("sbatch"))
         env = slurm_job.submit_env(client.base_env(), self.get_env())
