@@ -3,7 +3,9 @@
 Decides how what staff type becomes ledger calls: money, times and rates are parsed and
 checked first (`slicehub.quota.cli_input`), a class roster is read and checked in full, and only
 then is the ledger opened. Every verb that writes does so in one database transaction (see
-`Ledger.transaction`), so a refused or failed command leaves the ledger as it was. The read-only
+`Ledger.transaction`), so a refused or failed command leaves the ledger as it was. Projects are
+`slicehub.quota.cli_project`, courses `cli_course` (pre-warming `cli_prewarm`), idle parking
+`cli_parking`; the read-only
 verbs (projects, balance, audit, statements, reports) are `slicehub.quota.cli_reports`; the
 scheme's workflow (`slicehub admin scheme criteria`, `slicehub scheme …`) is
 `slicehub.quota.scheme.cli`. It does not decide who may do what: whoever can run this command
@@ -19,7 +21,6 @@ time without a zone) before the ledger sees it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pwd
 import sys
@@ -34,8 +35,8 @@ from slicehub.common.money import format_money
 from slicehub.config_file import ConfigFileError
 from slicehub.settings import Settings
 
-from . import statement
-from .admin import POLICIES, ROLES, NewMember
+from .admin import POLICIES, ROLES
+from .cli_course import check_course, check_roster, course_add, course_roster, course_window
 from .cli_input import (
     MAX_PRICE_CENTS,
     WINDOW_EXAMPLE,
@@ -54,6 +55,7 @@ from .cli_input import (
 )
 from .cli_parking import add_parking_options, check_parking, project_parking
 from .cli_prewarm import add_prewarm_options, check_prewarm, course_prewarm
+from .cli_project import check_project, check_project_group, project_add, project_group
 from .cli_reports import (
     check_output,
     show_audit,
@@ -64,7 +66,7 @@ from .cli_reports import (
 )
 from .errors import MAX_CENTS, LedgerError
 from .ledger import Ledger
-from .roster import RosterError, read_roster
+from .roster import RosterError
 from .scheme.cli import add_scheme_commands
 from .statement_render import hkt, rate_text
 
@@ -133,18 +135,6 @@ def open_ledger(url: str) -> Ledger:
     return ledger
 
 
-def _check_priced(ledger: Ledger, types: list[str]) -> None:
-    if types == ["*"]:
-        return
-    priced = statement.priced_slice_types(ledger)
-    missing = [t for t in types if t not in priced]
-    if missing:
-        raise CliError(
-            f"{', '.join(missing)} {'has' if len(missing) == 1 else 'have'} no list price; "
-            "set one first with: slicehub admin price set TYPE --per-hour HK$ --from WHEN."
-        )
-
-
 # -- the verbs ------------------------------------------------------------------------------
 
 
@@ -153,67 +143,6 @@ def _scheme_add(args, ledger: Ledger, now: datetime) -> None:
     print(
         f"Added scheme {args.name}: {rate_text(args.rate)} subsidy, fund {format_money(args.fund)}."
     )
-
-
-def _check_project(args, now: datetime) -> None:
-    args.period = parse_period(args.valid_from, args.valid_until, "project")
-    if args.credit_limit and args.policy != "full_price":
-        raise CliError("A credit limit applies only with --policy full_price.")
-
-
-def _add_project(args, ledger, now, types, max_sessions, member_cap, is_course=False) -> None:
-    """`project add` and `course add` alike: the slice types must be priced first; a project
-    may name its member group (`--group`), a course may not."""
-    start, until = args.period
-    _check_priced(ledger, types)
-    ledger.add_project(
-        args.actor,
-        args.slug,
-        scheme=args.scheme,
-        name=args.name,
-        organisation=args.org,
-        pi=args.pi,
-        valid_from=start,
-        valid_until=until,
-        allowed_slice_types=types,
-        max_concurrent_sessions=max_sessions,
-        policy=args.policy,
-        credit_limit_cents=args.credit_limit or 0,
-        member_cap_cents=member_cap,
-        is_course=is_course,
-        member_group=getattr(args, "group", None),
-        now=now,
-    )
-
-
-def _project_add(args, ledger: Ledger, now: datetime) -> None:
-    start, until = args.period
-    with ledger.transaction():
-        _add_project(args, ledger, now, args.types, args.max_sessions, args.member_cap)
-    group = f"; the members of hub group {args.group} are its members too" if args.group else ""
-    print(
-        f"Added project {args.slug} ({args.name}, {args.org}) under {args.scheme}, "
-        f"valid {hkt(start)} to {hkt(until)} HKT{group}."
-    )
-
-
-def _check_project_group(args, now: datetime) -> None:
-    if args.group is None and not args.clear:
-        raise CliError("Give the hub group's name, or --clear for no group.")
-    if args.group is not None and args.clear:
-        raise CliError("Give the hub group's name or --clear, not both.")
-
-
-def _project_group(args, ledger: Ledger, now: datetime) -> None:
-    before = ledger.set_member_group(args.actor, args.slug, args.group, now)
-    was = f" (it was {before})" if before else ""
-    if args.group is None:
-        print(f"{args.slug} takes members from no group now{was}; its member rows stay.")
-    else:
-        print(
-            f"The members of hub group {args.group} are members of {args.slug} now{was}, "
-            "with the project's member cap; its member rows stay as they are."
-        )
 
 
 def _check_grant(args, now: datetime) -> None:
@@ -254,103 +183,6 @@ def _price_set(args, ledger: Ledger, now: datetime) -> None:
         f"{args.slice_type} costs {format_money(args.per_hour)} per slice-hour "
         f"from {hkt(start)} HKT."
     )
-
-
-def _course_windows(windows, start: datetime, until: datetime) -> list[tuple[datetime, datetime]]:
-    for a, b in windows:
-        if a < start or b > until:
-            raise CliError(
-                f"The class window {hkt(a)} to {hkt(b)} HKT lies outside the course's dates "
-                f"({hkt(start)} to {hkt(until)} HKT)."
-            )
-    return sorted(windows)
-
-
-def _check_course(args, now: datetime) -> None:
-    _check_project(args, now)
-    args.windows = _course_windows(args.window, *args.period)
-    args.students = read_roster(args.roster).students  # all of it, before the ledger opens
-
-
-def _check_capacity(args, slice_type: str, seats: int, windows) -> None:
-    """Refuse windows the site cannot hold (the composition root gives the check: the quota
-    service knows no slices); a window that could not be checked is said so, not refused."""
-    check = getattr(args, "window_capacity", None)
-    if check is None or seats == 0:
-        return
-    for a, b in windows:
-        try:
-            unchecked = check(args.slug, slice_type, seats, a, b)
-        except ValueError as e:
-            raise CliError(f"Class window {hkt(a)} to {hkt(b)} HKT: {e}") from None
-        if unchecked:
-            print(f"Note: {unchecked}", file=sys.stderr)
-
-
-def _course_add(args, ledger: Ledger, now: datetime) -> None:
-    (start, until), windows, students = args.period, args.windows, args.students
-    sessions = args.max_sessions or len(students)
-    with ledger.transaction():  # all of it, or (a refusal here or by the site) none
-        _add_project(
-            args, ledger, now, [args.slice_type], sessions, args.student_cap, is_course=True
-        )
-        if args.grant is not None:
-            ledger.add_grant(args.actor, args.slug, args.grant, start, until, now, note=args.note)
-        for a, b in windows:
-            ledger.add_class_window(args.actor, args.slug, a, b, now)
-        ledger.add_members(args.actor, args.slug, _students(students), now)
-        _check_capacity(args, args.slice_type, min(sessions, len(students)), windows)
-    grant = f", grant {format_money(args.grant)}" if args.grant is not None else ""
-    print(
-        f"Added course {args.slug}: {len(students)} students on {args.slice_type}, "
-        f"cap {format_money(args.student_cap)} each, {len(windows)} class window(s), "
-        f"at most {sessions} sessions at once{grant}."
-    )
-
-
-def _students(students) -> list[NewMember]:
-    return [NewMember(s.username, "student", None, s.name, s.email) for s in students]
-
-
-def _check_roster(args, now: datetime) -> None:
-    args.students = read_roster(args.roster).students
-
-
-def _course_roster(args, ledger: Ledger, now: datetime) -> None:
-    with ledger.transaction():
-        [(project, _scheme)] = statement.project_overview(ledger, args.slug)
-        if not project.is_course:
-            raise CliError(f"{args.slug} is not a course; add members with 'admin member add'.")
-        members = statement.project_members(ledger, args.slug)
-        new = [s for s in args.students if s.username not in members]
-        if new:
-            ledger.add_members(args.actor, args.slug, _students(new), now)
-    skipped = len(args.students) - len(new)
-    students = sum(1 for r in members.values() if r == "student") + len(new)
-    print(
-        f"Added {len(new)} student(s) to {args.slug}"
-        + (f"; {skipped} already member(s), left as they were" if skipped else "")
-        + f". The course has {students} students and allows "
-        f"{project.max_concurrent_sessions} sessions at once."
-    )
-
-
-def _course_window(args, ledger: Ledger, now: datetime) -> None:
-    with ledger.transaction():
-        [(project, _scheme)] = statement.project_overview(ledger, args.slug)
-        if not project.is_course:
-            raise CliError(f"{args.slug} is not a course; class windows are for courses.")
-        windows = _course_windows(args.window, project.valid_from, project.valid_until)
-        types = json.loads(project.allowed_slice_types)
-        if len(types) == 1 and types[0] != "*":
-            members = statement.project_members(ledger, args.slug)
-            students = sum(1 for role in members.values() if role == "student")
-            seats = min(students, project.max_concurrent_sessions)  # at once, at most
-        for a, b in windows:
-            ledger.add_class_window(args.actor, args.slug, a, b, now)
-        if len(types) == 1 and types[0] != "*":
-            _check_capacity(args, types[0], seats, windows)
-    print(f"Added {len(windows)} class window(s) to {args.slug}.")
 
 
 def _runner(verb, check=None):
@@ -470,7 +302,7 @@ def add_commands(sub, window_capacity=None) -> None:
     add_scheme_commands(scheme, workflow, _leaf, _arg)
 
     project = _group(admin, "project", "projects")
-    p = _leaf(project, "add", _project_add, "add a project under a scheme", check=_check_project)
+    p = _leaf(project, "add", project_add, "add a project under a scheme", check=check_project)
     p.add_argument("slug", help="project id: lowercase letters, digits, '-'")
     _project_options(p, course=False)
     p.add_argument(
@@ -485,9 +317,9 @@ def add_commands(sub, window_capacity=None) -> None:
     p = _leaf(
         project,
         "group",
-        _project_group,
+        project_group,
         "set or clear the hub group whose members are a project's members too",
-        check=_check_project_group,
+        check=check_project_group,
     )
     p.add_argument("slug")
     p.add_argument("group", nargs="?", type=_arg(parse_group), metavar="NAME", help=_GROUP_HELP)
@@ -547,9 +379,9 @@ def add_commands(sub, window_capacity=None) -> None:
     p = _leaf(
         course,
         "add",
-        _course_add,
+        course_add,
         "add a course from a roster CSV, all or nothing",
-        check=_check_course,
+        check=check_course,
     )
     p.add_argument("slug", help="course id: lowercase letters, digits, '-'")
     _project_options(p, course=True)
@@ -572,13 +404,13 @@ def add_commands(sub, window_capacity=None) -> None:
     p = _leaf(
         course,
         "roster",
-        _course_roster,
+        course_roster,
         "add the students of a roster CSV to a course",
-        check=_check_roster,
+        check=check_roster,
     )
     p.add_argument("slug")
     p.add_argument("roster", type=Path, metavar="CSV", help=_ROSTER_HELP)
-    p = _leaf(course, "window", _course_window, "add class windows to a course")
+    p = _leaf(course, "window", course_window, "add class windows to a course")
     p.add_argument("slug")
     p.add_argument(
         "--window", required=True, action="append", type=_arg(parse_window), metavar="START/END"
