@@ -62,7 +62,7 @@ sys.path.insert(0, str(REPO / "bench"))
 from _common import check, cpu_model, memory, publish, usable_cores  # noqa: E402
 
 # the venv's other server extensions, off in the measured servers: only Slicehub's are needed
-from tests.jupyterserver import OTHER_EXTENSIONS  # noqa: E402
+from tests.jupyterserver import OTHER_EXTENSIONS, run_on  # noqa: E402
 
 # Nothing heavier than the standard library is imported at the top: the --split-child run times
 # the kernel's imports from a bare interpreter.
@@ -604,8 +604,6 @@ class Server:
 async def open_notebook(server: Server, path: str, timeout: float) -> tuple[SessionRun, str]:
     """What JupyterLab does to open `path`: the session, the kernel's websocket, then the two
     cells; the timings from the session request, and the first cell's output."""
-    import uuid
-
     from tornado.httpclient import AsyncHTTPClient, HTTPRequest
     from tornado.websocket import websocket_connect
 
@@ -629,36 +627,9 @@ async def open_notebook(server: Server, path: str, timeout: float) -> tuple[Sess
     )
 
     async def cell(code: str) -> str:
-        msg_id = uuid.uuid4().hex
-        header = {"msg_id": msg_id, "msg_type": "execute_request", "username": "student"}
-        header.update(session=uuid.uuid4().hex, version="5.3", date="")
-        content = {"code": code, "silent": False, "store_history": True}
-        ws.write_message(
-            json.dumps(
-                {
-                    "header": header,
-                    "parent_header": {},
-                    "metadata": {},
-                    "content": content,
-                    "channel": "shell",
-                    "buffers": [],
-                }
-            )
-        )
-        text: list[str] = []
-        while True:
-            raw = await asyncio.wait_for(ws.read_message(), timeout)
-            check(raw is not None, "the kernel's websocket closed")
-            msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                text.append(content["text"])
-            elif kind == "error":
-                check(False, f"{code!r} failed: {content['ename']}: {content['evalue']}")
-            elif kind == "status" and content["execution_state"] == "idle":
-                return "".join(text)
+        done = await run_on(ws, code, timeout)
+        check(done.error is None, f"{code!r} failed: {done.error_line}")
+        return done.out
 
     try:
         out = await cell("print(1)")

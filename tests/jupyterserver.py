@@ -5,6 +5,7 @@ requests session that carries it. Closing it stops the server and every kernel i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -13,7 +14,9 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -135,3 +138,65 @@ class JupyterServer:
                 self.process.wait(10)
         self.http.close()
         self.log.close()
+
+
+# -- a notebook cell over a kernel's websocket (what JupyterLab sends) ------------------------
+
+
+@dataclass
+class Cell:
+    """What a cell gave: its stdout, its traceback (None: it ran), its execution count."""
+
+    out: str
+    error: str | None
+    error_line: str  # "ename: evalue", or ""
+    count: int | None
+
+
+def execute_request(code: str, username: str = "student") -> tuple[str, str]:
+    """A notebook cell as JupyterLab sends it on a kernel's websocket: (its msg_id, the JSON)."""
+    msg_id = uuid.uuid4().hex
+    header = {
+        "msg_id": msg_id,
+        "msg_type": "execute_request",
+        "username": username,
+        "session": uuid.uuid4().hex,
+        "version": "5.3",
+        "date": "",
+    }
+    message = {
+        "header": header,
+        "parent_header": {},
+        "metadata": {},
+        "content": {"code": code, "silent": False, "store_history": True},
+        "channel": "shell",
+        "buffers": [],
+    }
+    return msg_id, json.dumps(message)
+
+
+async def run_on(ws, code: str, timeout: float, username: str = "student") -> Cell:
+    """Send `code` as an `execute_request` on an open kernel websocket (tornado's) and read its
+    replies until the kernel is idle again and has answered with its execution count."""
+    msg_id, message = execute_request(code, username)
+    ws.write_message(message)
+    out, error, error_line, count, idle = [], None, "", None, False
+    deadline = time.monotonic() + timeout
+    while not (idle and count is not None):
+        raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
+        if raw is None:
+            raise RuntimeError("the kernel's websocket closed")
+        msg = json.loads(raw)
+        if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            out.append(content["text"])
+        elif kind == "error":
+            error = "\n".join(content["traceback"])
+            error_line = f"{content['ename']}: {content['evalue']}"
+        elif kind == "execute_reply":
+            count = content["execution_count"]
+        elif kind == "status" and content["execution_state"] == "idle":
+            idle = True
+    return Cell("".join(out), error, error_line, count)

@@ -18,7 +18,6 @@ import json
 import re
 import sqlite3
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,6 +30,7 @@ from tornado.websocket import websocket_connect
 from tests.browser.test_journey import PASSWORD, browser, shots  # noqa: F401 (fixtures)
 from tests.integration.test_local_slices import reservations
 from tests.integration.test_quota_hub import token_for
+from tests.jupyterserver import execute_request
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -72,27 +72,8 @@ def start_cell(ws_url: str, token: str, code: str) -> None:
         ws = await websocket_connect(
             HTTPRequest(ws_url, headers={"Authorization": f"token {token}"})
         )
-        msg_id = uuid.uuid4().hex
-        header = {
-            "msg_id": msg_id,
-            "msg_type": "execute_request",
-            "username": "t",
-            "session": msg_id,
-            "version": "5.3",
-            "date": "",
-        }
-        ws.write_message(
-            json.dumps(
-                {
-                    "header": header,
-                    "parent_header": {},
-                    "metadata": {},
-                    "content": {"code": code, "silent": False, "store_history": True},
-                    "channel": "shell",
-                    "buffers": [],
-                }
-            )
-        )
+        msg_id, message = execute_request(code, "t")
+        ws.write_message(message)
         while True:
             msg = json.loads(await asyncio.wait_for(ws.read_message(), 60))
             if msg.get("parent_header", {}).get("msg_id") == msg_id and msg["msg_type"] == "status":

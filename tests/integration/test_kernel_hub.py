@@ -6,9 +6,6 @@ session's money from the quota service with the server's own token."""
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-import uuid
 from datetime import datetime, timedelta
 
 import psutil
@@ -18,6 +15,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from tests.integration.test_quota_hub import token_for
+from tests.jupyterserver import run_on
 
 pytestmark = pytest.mark.integration
 
@@ -28,49 +26,14 @@ def run_cell(ws_url: str, token: str, code: str, timeout: float = 120) -> str:
     async def go() -> str:
         request = HTTPRequest(ws_url, headers={"Authorization": f"token {token}"})
         ws = await websocket_connect(request)
-        msg_id = uuid.uuid4().hex
-        ws.write_message(
-            json.dumps(
-                {
-                    "header": {
-                        "msg_id": msg_id,
-                        "msg_type": "execute_request",
-                        "username": "test",
-                        "session": uuid.uuid4().hex,
-                        "version": "5.3",
-                        "date": "",
-                    },
-                    "parent_header": {},
-                    "metadata": {},
-                    "content": {"code": code, "silent": False, "store_history": True},
-                    "channel": "shell",
-                    "buffers": [],
-                }
-            )
-        )
-        out, error = [], None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
-            if raw is None:
-                raise RuntimeError("the kernel's websocket closed")
-            msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, content = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(content["text"])
-            elif kind == "error":
-                error = "\n".join(content["traceback"])
-            elif kind == "status" and content["execution_state"] == "idle":
-                break
+        cell = await run_on(ws, code, timeout, username="test")
         ws.close()
         # wait for the close to finish, so no socket outlives this event loop
         while await asyncio.wait_for(ws.read_message(), 10) is not None:
             pass
-        if error:
-            raise AssertionError(f"the cell failed:\n{error}")
-        return "".join(out)
+        if cell.error:
+            raise AssertionError(f"the cell failed:\n{cell.error}")
+        return cell.out
 
     return asyncio.run(go())
 

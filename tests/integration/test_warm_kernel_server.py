@@ -8,10 +8,8 @@ kernel of its own. One server for the module: the tests run in order."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import pytest
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from tests.jupyterserver import START_TIMEOUT_S, JupyterServer
+from tests.jupyterserver import START_TIMEOUT_S, JupyterServer, run_on
 
 pytestmark = pytest.mark.integration
 
@@ -71,49 +69,11 @@ def execute(server: PrewarmedServer, kernel_id: str, code: str, timeout: float =
         ws = await websocket_connect(
             HTTPRequest(url, headers={"Authorization": f"token {server.token}"})
         )
-        msg_id = uuid.uuid4().hex
-        header = {
-            "msg_id": msg_id,
-            "msg_type": "execute_request",
-            "username": "student",
-            "session": uuid.uuid4().hex,
-            "version": "5.3",
-            "date": "",
-        }
-        content = {"code": code, "silent": False, "store_history": True}
-        ws.write_message(
-            json.dumps(
-                {
-                    "header": header,
-                    "parent_header": {},
-                    "metadata": {},
-                    "content": content,
-                    "channel": "shell",
-                    "buffers": [],
-                }
-            )
-        )
-        out, error, count, idle = [], None, None, False
-        deadline = time.monotonic() + timeout
-        while not (idle and count is not None):
-            raw = await asyncio.wait_for(ws.read_message(), deadline - time.monotonic())
-            assert raw is not None, "the kernel's websocket closed"
-            msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
-                continue
-            kind, body = msg["msg_type"], msg["content"]
-            if kind == "stream":
-                out.append(body["text"])
-            elif kind == "error":
-                error = "\n".join(body["traceback"])
-            elif kind == "execute_reply":
-                count = body["execution_count"]
-            elif kind == "status" and body["execution_state"] == "idle":
-                idle = True
+        cell = await run_on(ws, code, timeout)
         ws.close()
         while await asyncio.wait_for(ws.read_message(), 10) is not None:
             pass
-        return {"out": "".join(out), "count": count, "error": error}
+        return {"out": cell.out, "count": cell.count, "error": cell.error}
 
     return asyncio.run(go())
 
