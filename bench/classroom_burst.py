@@ -140,6 +140,7 @@ class Student:
     ready: float | None = None
     cell: float | None = None
     problem: str = ""
+    hops: list[tuple[str, float]] = field(default_factory=list)  # the Start's requests, timed
     http: requests.Session = field(default_factory=requests.Session)
 
     def __post_init__(self) -> None:
@@ -154,6 +155,7 @@ class Student:
         try:
             if prewarmed:  # the signed-in browser's Start: the hub sends them to their server
                 r = self.http.get(f"{hub.url}/hub/spawn", timeout=timeout)
+                self.hops = [(hop(h.url), h.elapsed.total_seconds()) for h in [*r.history, r]]
                 if r.status_code != 200 or f"/user/{self.name}/" not in r.url:
                     self.problem = f"Start answered {r.status_code} at {r.url}"
                     return
@@ -201,6 +203,15 @@ class Student:
             self.problem = f"the cell printed {out[-200:]!r}"
             return
         self.cell = time.monotonic()
+
+
+def hop(url: str) -> str:
+    """Which step of the pre-warmed Start a request was (its path, the student's name elided)."""
+    path = url.split("://", 1)[-1].split("/", 1)[-1].split("?", 1)[0]
+    parts = path.split("/")
+    if len(parts) > 1 and parts[0] == "user":
+        parts[1] = "<s>"
+    return "/" + "/".join(parts)
 
 
 def poll_ready(hub: HubProcess, students: list[Student], stop: threading.Event) -> None:
@@ -410,7 +421,7 @@ def report(rows: list[Row], args) -> str:
             f"| {r.spawner} | {r.warm_ready} of {args.students} | {r.warm_seconds:.0f} "
             f"| {_line(r.claimed)} | {_line(r.wasted)} |"
         )
-    lines += ["", *goals(rows), "", "## Method", ""]
+    lines += ["", *goals(rows), "", *hop_table(rows), "## Method", ""]
     lines += [
         f"- {args.students} students of course {COURSE} (HK$1,000 grant, one {SLICE} slice "
         f"each). Cold: the window is open; student i sends `POST /users/<student>/server` with "
@@ -442,6 +453,28 @@ def report(rows: list[Row], args) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def hop_table(rows: list[Row]) -> list[str]:
+    """The pre-warmed Start's requests, each timed (to its answer's headers), p50 / p95 / max."""
+    lines = []
+    for r in rows:
+        by_hop: dict[str, list[float]] = {}
+        for s in r.came():
+            for name, seconds in s.hops:
+                by_hop.setdefault(name, []).append(seconds)
+        if not by_hop:
+            continue
+        if not lines:
+            lines = [
+                "The pre-warmed Start's requests, in order (seconds to each answer):",
+                "",
+                "| spawner | request | p50 | p95 | max |",
+                "|---|---|---:|---:|---:|",
+            ]
+        for name, values in by_hop.items():
+            lines.append(f"| {r.spawner} | `{name}` | {stats(values)} |")
+    return [*lines, ""] if lines else []
 
 
 def _line(t: tuple[int, float, int]) -> str:

@@ -23,7 +23,6 @@ import asyncio
 import json
 import logging
 import os
-from urllib.parse import urlparse, urlunparse
 
 from jupyterhub.utils import url_path_join
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -132,12 +131,9 @@ async def report_when_listening(serverapp, env=os.environ) -> None:
     except TimeoutError as e:
         log.error("This server does not listen, so its port is not reported: %s", e)
         return
-    url = env.get("JUPYTERHUB_SERVICE_URL")
-    if url:  # as batchspawner-singleuser does: what the server and its kernels read is true
-        parts = urlparse(url)
-        os.environ["JUPYTERHUB_SERVICE_URL"] = urlunparse(
-            parts._replace(netloc=f"{parts.hostname}:{serverapp.port}")
-        )
+    # JUPYTERHUB_SERVICE_URL keeps the spawner's port 0: a warm kernel is handed to a notebook
+    # only when their environments match (.warm_kernel), and nothing reads the port from it
+    # after jupyterhub-singleuser's start-up (which ServerApp.port = 0 has overridden)
     if await send(serverapp.port, env, log=log):
         log.info("Told the hub this server listens on port %s", serverapp.port)
 

@@ -9,17 +9,35 @@ test_batch_api and, with real jobs, in test_slurm_hub."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from jupyterserver import JupyterServer
+from jupyterserver import JupyterServer, run_on
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 from slicehub.extensions import port_report
 
 TOKEN = "the-servers-own-token"
+SERVICE_URL = "http://127.0.0.1:0/user/ann/"  # as the Slurm spawner sets it: port 0
+
+
+def kernel_says(server: JupyterServer, kernel_id: str, code: str) -> str:
+    async def go() -> str:
+        request = HTTPRequest(
+            server.ws(kernel_id), headers={"Authorization": f"token {server.token}"}
+        )
+        ws = await websocket_connect(request)
+        cell = await run_on(ws, code, timeout=60)
+        ws.close()
+        assert cell.error is None, cell.error
+        return cell.out
+
+    return asyncio.run(go())
 
 
 class FakePortAPI:
@@ -77,6 +95,7 @@ def test_the_server_listens_where_the_os_put_it_and_says_so_once_it_listens(tmp_
         "SLICEHUB_REPORT_PORT": "1",
         "JUPYTERHUB_API_URL": hub.api_url,
         "JUPYTERHUB_API_TOKEN": TOKEN,
+        "JUPYTERHUB_SERVICE_URL": SERVICE_URL,
     }
     server = JupyterServer(tmp_path, env, port_from=hub.taken_port)
     try:
@@ -90,6 +109,11 @@ def test_the_server_listens_where_the_os_put_it_and_says_so_once_it_listens(tmp_
         while told_line not in server.logs() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert told_line in server.logs()
+        # kernels see the environment the server started with: a warm kernel (made before the
+        # port was known) is handed to a notebook only when the two match (warm_kernel)
+        kernel = server.api("POST", "api/kernels", json={"name": "python3"}).json()["id"]
+        code = "import os; print(os.environ['JUPYTERHUB_SERVICE_URL'])"
+        assert kernel_says(server, kernel, code).strip() == SERVICE_URL
     finally:
         server.close()
 

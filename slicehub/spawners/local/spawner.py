@@ -23,6 +23,7 @@ from slicehub.settings import Settings
 
 from ..mixin import SliceSpawnerMixin, join_hub_log
 from . import limits
+from .ports import server_port
 from .source import LocalSlices
 
 
@@ -106,6 +107,18 @@ class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner):
             return paths
         return await super().move_certs(paths)
 
+    # ports this hub gave to its local servers that have not stopped (one hub process)
+    _ports_given: set[int] = set()
+    _picked_port = 0
+
+    def _pick_port(self) -> None:
+        """A port no kernel's or Dask's port-0 bind can take before the server binds it
+        (.ports); a fresh one at each start, unless an admin set one (Spawner.port)."""
+        if self.port in (0, self._picked_port):
+            LocalSliceSpawner._ports_given.discard(self._picked_port)
+            self.port = self._picked_port = server_port(self.ip, LocalSliceSpawner._ports_given)
+            LocalSliceSpawner._ports_given.add(self.port)
+
     async def start(self):
         taken = await self.take_slice()
         st = self.slice_options.slice_type
@@ -130,6 +143,7 @@ class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner):
                     len(real),
                 )
             self._progress_event(50, "Starting the notebook server on its slice")
+            self._pick_port()
             address = await super().start()
             self._progress_event(70, "Server process started; waiting for it to answer")
             return address
@@ -142,6 +156,7 @@ class LocalSliceSpawner(SliceSpawnerMixin, LocalProcessSpawner):
         try:
             await super().stop(now=now)
         finally:
+            LocalSliceSpawner._ports_given.discard(self._picked_port)
             await self.release_slice("stopped")
             limits.remove_cgroup(self._cgroup)
             self._cgroup = None
