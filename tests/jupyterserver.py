@@ -57,7 +57,6 @@ class JupyterServer:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         self.http = requests.Session()
         self.http.trust_env = False
         self.http.headers["Authorization"] = f"token {self.token}"
@@ -104,7 +103,7 @@ class JupyterServer:
         while time.monotonic() < deadline:
             reported = port_from() if port_from is not None else None
             if reported:
-                self.port, self.url = reported, f"http://127.0.0.1:{reported}"
+                self.port = reported
             try:
                 if (port_from is None or reported) and self.http.get(
                     f"{self.url}/api/status", timeout=2
@@ -117,6 +116,10 @@ class JupyterServer:
             time.sleep(0.2)
         self.close()
         raise RuntimeError(f"jupyter-server did not start:\n{self.logs()}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def logs(self) -> str:
         return (self.root / "server.log").read_text(errors="replace")[-4000:]

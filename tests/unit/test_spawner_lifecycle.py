@@ -17,6 +17,7 @@ import pytest
 from jupyterhub import orm
 from mocking import fake_quota, fake_slurm, hub_db, new_spawner, utc_now
 from tornado import web
+from traitlets.config import Config
 
 from slicehub.spawners.local.spawner import LocalSliceSpawner
 from slicehub.spawners.slurm.batch_api import close_batchspawner_api
@@ -307,6 +308,27 @@ async def test_slurm_start_stop_and_the_reasons(slurm, quota, caplog):
     assert cluster.commands("scancel")[-1][-1] == job_id
     assert quota.book.reasons() == ["stopped"]
     assert crash_lines(caplog) == []
+
+
+def test_batchspawner_settings_it_does_not_use_are_named_once(slurm, monkeypatch, caplog):
+    """A config carried over from batchspawner (its wrapper, its templates) is said to be ignored:
+    the job runs Spawner.cmd itself and the server reports its own port."""
+    caplog.set_level(logging.WARNING)
+    make, _cluster = slurm
+    monkeypatch.setattr(SlurmSliceSpawner, "_warned_config", False)
+    config = Config(
+        {
+            "SlurmSliceSpawner": {
+                "batchspawner_singleuser_cmd": "/opt/bin/batchspawner-singleuser",
+                "req_gres": "gpu:7g.80gb:8",
+            }
+        }
+    )
+    for _ in range(2):
+        make(config=config)._warn_ignored_config()
+    [line] = [r.getMessage() for r in caplog.records if "ignores" in r.getMessage()]
+    assert "ignores batchspawner_singleuser_cmd, req_gres:" in line
+    assert "reports its own port" in line
 
 
 async def test_slurm_job_that_dies_before_the_server_is_start_failed(slurm, quota):

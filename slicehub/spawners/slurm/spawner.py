@@ -53,6 +53,19 @@ from .client import ALREADY_DONE, RunAs, SlurmClient, job_state
 from .site import load_slurm_site
 from .source import SlurmSlices
 
+# batchspawner settings this spawner does not use: its jobs come from the site file and run
+# Spawner.cmd itself (the server reports its own port); `req_*` are ignored as well
+IGNORED_BATCHSPAWNER_SETTINGS = frozenset(
+    {
+        "batch_script",
+        "batch_submit_cmd",
+        "batch_query_cmd",
+        "batch_cancel_cmd",
+        "exec_prefix",
+        "batchspawner_singleuser_cmd",
+    }
+)
+
 
 class SlurmJobFailed(RuntimeError):
     """The job ended, or could not be made, before the notebook server started. The message is
@@ -206,7 +219,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
 
     def get_env(self):
         env = super().get_env()
-        env[REPORT_PORT] = "1"  # the server binds where it can and says so (.batch_api)
+        env[REPORT_PORT] = "1"  # it binds a port of the OS's choosing, then says which
         return env
 
     def report_port(self, port: int) -> None:
@@ -232,11 +245,7 @@ class SlurmSliceSpawner(SliceSpawnerMixin, SlurmSpawner):
         cls._warned_config = True
         ours = self.config.get(cls.__name__, {})
         ignored = sorted(
-            k
-            for k in ours
-            if k.startswith("req_")
-            or k in {"batch_script", "batch_submit_cmd", "batch_query_cmd", "batch_cancel_cmd"}
-            or k in {"exec_prefix", "batchspawner_singleuser_cmd"}
+            k for k in ours if k.startswith("req_") or k in IGNORED_BATCHSPAWNER_SETTINGS
         )
         if ignored:
             self.log.warning(
